@@ -1,0 +1,84 @@
+"""The PostgreSQL warehouse: where it is, who connects as which role, and how it is bootstrapped.
+
+With ``IM1_WAREHOUSE_URL`` unset the platform runs its own embedded PostgreSQL (see
+:mod:`im1.warehouse.embedded`); with it set, that server is used and the URL's user must be
+allowed to create schemas and roles (bootstrap). Role passwords for a real server come from
+``IM1_LOADER_PASSWORD``, ``IM1_TRANSFORMER_PASSWORD`` and ``IM1_BI_READER_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from im1 import paths
+from im1.warehouse.embedded import EmbeddedPostgres
+
+WAREHOUSE_DB = "im1"
+AIRFLOW_DB = "airflow"
+
+# Roles (see bootstrap.py for what each may do)
+LOADER = "loader"
+TRANSFORMER = "transformer"
+BI_READER = "bi_reader"
+ROLES = (LOADER, TRANSFORMER, BI_READER)
+
+# Airflow connection ids the DAGs use for the warehouse
+CONN_LOADER = "im1_warehouse_loader"
+CONN_TRANSFORMER = "im1_warehouse_transformer"
+CONN_BI = "im1_warehouse_bi"
+
+
+def embedded_server(data_dir: Path | None = None, *, durable: bool = True) -> EmbeddedPostgres:
+    return EmbeddedPostgres(data_dir or paths.state_dir() / "pg", durable=durable)
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """How to reach the warehouse database as the admin (bootstrap) user and as each role."""
+
+    admin_url: str  # a URL whose user may create schemas/roles; its path names the warehouse database
+    embedded: bool = False
+
+    @property
+    def database(self) -> str:
+        return urlsplit(self.admin_url).path.lstrip("/") or WAREHOUSE_DB
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.admin_url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.admin_url).port or 5432
+
+    def url_for(self, database: str) -> str:
+        parts = urlsplit(self.admin_url)
+        return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+    def role_password(self, role: str) -> str | None:
+        return os.environ.get(f"IM1_{role.upper()}_PASSWORD")
+
+    def role_url(self, role: str) -> str:
+        parts = urlsplit(self.admin_url)
+        pw = self.role_password(role)
+        auth = quote(role) + (f":{quote(pw, safe='')}" if pw else "")
+        netloc = f"{auth}@{parts.hostname}:{parts.port or 5432}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    def airflow_conn_uri(self, role: str) -> str:
+        """An Airflow connection URI (``postgres://``) for a role. Cosmos insists on a password, so a
+        placeholder stands in where the server trusts loopback (the embedded one does)."""
+        pw = self.role_password(role) or "trust"
+        return f"postgres://{quote(role)}:{quote(pw, safe='')}@{self.host}:{self.port}/{self.database}"
+
+
+def from_env(server: EmbeddedPostgres | None = None) -> Warehouse:
+    """The configured warehouse: ``IM1_WAREHOUSE_URL`` or the embedded server (which must be initialised)."""
+    url = os.environ.get("IM1_WAREHOUSE_URL")
+    if url:
+        return Warehouse(admin_url=url.replace("postgresql+psycopg2://", "postgresql://"), embedded=False)
+    srv = server or embedded_server()
+    return Warehouse(admin_url=srv.url(WAREHOUSE_DB), embedded=True)

@@ -1,0 +1,213 @@
+"""Idempotent warehouse bootstrap: database, roles, schemas, grants, the ingest ledger and raw tables.
+
+Who may do what:
+
+* ``loader`` owns ``raw_emis``, ``raw_tpp`` and ``ingest``: it writes raw rows and the ledger.
+* ``transformer`` reads raw and ingest, and owns the dbt schemas it builds.
+* ``bi_reader`` can read only the mart schemas, in read-only transactions.
+
+Every statement can be run again safely; new spec columns are added to existing raw tables.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+from psycopg import sql
+
+from im1 import specs
+from im1.warehouse import BI_READER, LOADER, ROLES, TRANSFORMER, Warehouse
+
+log = logging.getLogger(__name__)
+
+RAW_SCHEMAS = {"emis": "raw_emis", "tpp": "raw_tpp"}
+INGEST_SCHEMA = "ingest"
+# dbt layers (the dbt project's generate_schema_name macro uses these names verbatim)
+DBT_SCHEMAS = ("reference", "staging", "intermediate", "marts", "published", "dbt_test_audit")
+BI_SCHEMAS = ("marts", "published")
+
+# Metadata columns on every raw table. Their defaults read per-load session settings, so a plain
+# COPY of the file's own columns fills them without any per-row work in Python.
+META_COLUMNS: list[tuple[str, str]] = [
+    ("_feed_id", "text not null default current_setting('im1.feed_id')"),
+    ("_organisation", "text default nullif(current_setting('im1.organisation', true), '')"),
+    ("_batch_id", "bigint not null default current_setting('im1.batch_id')::bigint"),
+    ("_file_id", "bigint not null default current_setting('im1.file_id')::bigint"),
+    ("_row_number", "bigint not null default nextval(current_setting('im1.row_seq')::regclass)"),
+    ("_loaded_at", "timestamptz not null default now()"),
+]
+META_NAMES = [c for c, _ in META_COLUMNS]
+
+LEDGER_DDL = """
+create table if not exists ingest.batches (
+    batch_id        bigserial primary key,
+    feed_id         text not null,
+    supplier        text not null,
+    batch_key       text not null,
+    organisation    text not null default '*',
+    extract_ts      timestamp not null,
+    schema_version  text,
+    status          text not null default 'discovered',
+    is_late         boolean not null default false,
+    file_count      integer,
+    rows_loaded     bigint,
+    bytes           bigint,
+    error           text,
+    discovered_at   timestamptz not null default now(),
+    fetched_at      timestamptz,
+    load_started_at timestamptz,
+    loaded_at       timestamptz,
+    updated_at      timestamptz not null default now(),
+    constraint batches_status_ck check (status in
+        ('discovered', 'fetched', 'loading', 'loaded', 'quarantined', 'failed', 'released')),
+    constraint batches_key_uq unique (feed_id, batch_key, organisation)
+);
+create table if not exists ingest.files (
+    file_id         bigserial primary key,
+    batch_id        bigint not null references ingest.batches (batch_id) on delete cascade,
+    file_name       text not null,
+    table_name      text not null,
+    remote_path     text,
+    archive_path    text,
+    bytes           bigint,
+    sha256          text,
+    rows_in_file    bigint,
+    rows_loaded     bigint,
+    schema_version  text,
+    unknown_columns text[] not null default '{}',
+    status          text not null default 'fetched',
+    error           text,
+    fetched_at      timestamptz,
+    loaded_at       timestamptz,
+    load_seconds    double precision,
+    constraint files_batch_name_uq unique (batch_id, file_name)
+);
+create index if not exists files_sha256_ix on ingest.files (sha256);
+create table if not exists ingest.events (
+    event_id    bigserial primary key,
+    at          timestamptz not null default now(),
+    feed_id     text,
+    batch_id    bigint,
+    level       text not null default 'info',
+    message     text not null
+);
+"""
+
+
+def _ensure_database(wh: Warehouse) -> None:
+    """Create the warehouse database if it does not exist (needs CREATEDB on a real server)."""
+    with psycopg.connect(wh.url_for("postgres"), autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", (wh.database,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(wh.database)))
+            log.info("created database %s", wh.database)
+
+
+def ensure_database(wh: Warehouse, name: str) -> None:
+    with psycopg.connect(wh.url_for("postgres"), autocommit=True) as conn:
+        if not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+
+
+def _roles(conn: psycopg.Connection, wh: Warehouse) -> None:
+    for role in ROLES:
+        exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create role {} login").format(sql.Identifier(role)))
+        pw = wh.role_password(role)
+        if pw:
+            conn.execute(sql.SQL("alter role {} password {}").format(sql.Identifier(role), sql.Literal(pw)))
+    conn.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(BI_READER)))
+    db = sql.Identifier(wh.database)
+    conn.execute(sql.SQL("revoke all on database {} from public").format(db))
+    conn.execute(
+        sql.SQL("grant connect, temporary on database {} to {}, {}").format(
+            db, sql.Identifier(LOADER), sql.Identifier(TRANSFORMER)
+        )
+    )
+    conn.execute(sql.SQL("grant connect on database {} to {}").format(db, sql.Identifier(BI_READER)))
+    conn.execute("revoke create on schema public from public")
+    is_super = conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone()[0]
+    if not is_super:
+        # a CREATEROLE admin must be a member to create objects owned by these roles
+        for role in (LOADER, TRANSFORMER):
+            conn.execute(sql.SQL("grant {} to current_user").format(sql.Identifier(role)))
+
+
+def _schemas(conn: psycopg.Connection) -> None:
+    def owned(schema: str, owner: str) -> None:
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("alter schema {} owner to {}").format(sql.Identifier(schema), sql.Identifier(owner)))
+
+    for schema in [*RAW_SCHEMAS.values(), INGEST_SCHEMA]:
+        owned(schema, LOADER)
+        s = sql.Identifier(schema)
+        conn.execute(sql.SQL("grant usage on schema {} to {}").format(s, sql.Identifier(TRANSFORMER)))
+        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(s, sql.Identifier(TRANSFORMER)))
+        conn.execute(
+            sql.SQL("alter default privileges for role {} in schema {} grant select on tables to {}").format(
+                sql.Identifier(LOADER), s, sql.Identifier(TRANSFORMER)
+            )
+        )
+    for schema in DBT_SCHEMAS:
+        owned(schema, TRANSFORMER)
+    for schema in BI_SCHEMAS:
+        s = sql.Identifier(schema)
+        conn.execute(sql.SQL("grant usage on schema {} to {}").format(s, sql.Identifier(BI_READER)))
+        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(s, sql.Identifier(BI_READER)))
+        conn.execute(
+            sql.SQL("alter default privileges for role {} in schema {} grant select on tables to {}").format(
+                sql.Identifier(TRANSFORMER), s, sql.Identifier(BI_READER)
+            )
+        )
+
+
+def raw_table_ddl(schema: str, table: str, columns: list[str]) -> list[sql.Composed]:
+    """DDL creating (or extending) one raw table: every source column as text, plus metadata."""
+    ident = sql.Identifier(schema, table)
+    cols = [sql.SQL("{} text").format(sql.Identifier(specs.raw_column_name(c))) for c in columns]
+    meta = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(d)) for n, d in META_COLUMNS]
+    stmts = [
+        sql.SQL("create table if not exists {} ({})").format(ident, sql.SQL(", ").join(cols + meta)),
+    ]
+    for c in columns:
+        stmts.append(
+            sql.SQL("alter table {} add column if not exists {} text").format(
+                ident, sql.Identifier(specs.raw_column_name(c))
+            )
+        )
+    stmts.append(
+        sql.SQL("create index if not exists {} on {} using brin (_batch_id)").format(
+            sql.Identifier(f"{table}__batch_brin"), ident
+        )
+    )
+    return stmts
+
+
+def _raw_tables(conn: psycopg.Connection) -> None:
+    conn.execute(sql.SQL("set role {}").format(sql.Identifier(LOADER)))
+    try:
+        for t in specs.emis_tables().values():
+            for stmt in raw_table_ddl(RAW_SCHEMAS["emis"], t.raw_name, t.all_column_names()):
+                conn.execute(stmt)
+        for f in specs.tpp_files().values():
+            if f.columns and f.name != "SRManifest":
+                for stmt in raw_table_ddl(RAW_SCHEMAS["tpp"], f.raw_name, list(f.columns)):
+                    conn.execute(stmt)
+        conn.execute(LEDGER_DDL)
+    finally:
+        conn.execute("reset role")
+
+
+def bootstrap(wh: Warehouse) -> None:
+    """Create or update everything the platform needs in the warehouse (safe to run repeatedly)."""
+    _ensure_database(wh)
+    with psycopg.connect(wh.admin_url) as conn:
+        # serialise concurrent bootstraps (two DAG runs starting at once)
+        conn.execute("select pg_advisory_xact_lock(hashtext('im1.bootstrap'))")
+        _roles(conn, wh)
+        _schemas(conn)
+        _raw_tables(conn)
+        conn.commit()
+    log.info("warehouse %s bootstrapped", wh.database)
