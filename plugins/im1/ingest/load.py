@@ -1,0 +1,128 @@
+"""Stage plaintext extract files into raw tables with PostgreSQL COPY, streamed.
+
+The file's bytes go to the server unchanged (``COPY ... FROM STDIN (FORMAT csv, HEADER)``), so
+RFC 4180 quoting, embedded commas and newlines are parsed by PostgreSQL itself and no row is
+touched in Python. Columns are mapped by *header name*; metadata columns are filled from
+per-load session settings by their defaults (see :mod:`im1.warehouse.bootstrap`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from im1 import specs
+from im1.warehouse.bootstrap import META_NAMES
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+ROW_SEQ = "pg_temp.im1_rownum"
+
+
+class HeaderError(ValueError):
+    """The file's header row cannot be mapped onto the raw table."""
+
+
+@dataclass
+class StagedFile:
+    table: str  # extract table name, e.g. "Admin_Patient" or "SRPatient"
+    path: Path  # plaintext CSV
+    file_id: int
+    encoding: str = "UTF8"  # PostgreSQL encoding name: UTF8 (EMIS) or WIN1252 (TPP)
+    header: list[str] = field(default_factory=list)
+    unknown_columns: list[str] = field(default_factory=list)
+    rows: int = 0
+    seconds: float = 0.0
+
+
+def read_header(path: Path, encoding: str = "UTF8") -> list[str]:
+    """The first CSV record of the file (RFC 4180), without a UTF-8 byte-order mark."""
+    py_enc = {"UTF8": "utf-8-sig", "WIN1252": "cp1252"}.get(encoding, encoding)
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if not head:
+        raise HeaderError(f"{path.name}: the file is empty (not even a header row)")
+    text = codecs.decode(head, py_enc, errors="strict")
+    try:
+        row = next(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except (csv.Error, StopIteration) as err:
+        raise HeaderError(f"{path.name}: header row is not valid CSV: {err}") from None
+    if not row or all(not c.strip() for c in row):
+        raise HeaderError(f"{path.name}: header row is empty")
+    return [c.strip() for c in row]
+
+
+def check_header(table: str, header: list[str], known_columns: list[str], file_name: str) -> list[str]:
+    """Validate a header against the raw table's known columns; returns the unknown columns."""
+    raw = [specs.raw_column_name(h) for h in header]
+    dupes = sorted({h for h in raw if raw.count(h) > 1})
+    if dupes:
+        raise HeaderError(f"{file_name}: column(s) {', '.join(dupes)} appear more than once in the header")
+    clash = sorted(set(raw) & set(META_NAMES))
+    if clash:
+        raise HeaderError(f"{file_name}: header uses reserved metadata column name(s) {', '.join(clash)}")
+    known = {specs.raw_column_name(c) for c in known_columns}
+    return [h for h in header if specs.raw_column_name(h) not in known]
+
+
+def _raw_columns(conn: psycopg.Connection, schema: str, table: str) -> list[str]:
+    rows = conn.execute(
+        "select column_name from information_schema.columns where table_schema = %s and table_name = %s",
+        (schema, table),
+    ).fetchall()
+    if not rows:
+        raise HeaderError(f"raw table {schema}.{table} does not exist (run `im1 warehouse bootstrap`)")
+    return [r[0] for r in rows]
+
+
+def set_load_context(conn: psycopg.Connection, *, feed_id: str, organisation: str | None, batch_id: int) -> None:
+    """Session settings read by the raw tables' metadata defaults (transaction-local)."""
+    conn.execute("select set_config('im1.feed_id', %s, true)", (feed_id,))
+    conn.execute("select set_config('im1.organisation', %s, true)", (organisation or "",))
+    conn.execute("select set_config('im1.batch_id', %s, true)", (str(batch_id),))
+    conn.execute(f"create temp sequence if not exists {ROW_SEQ.split('.')[1]}")
+    conn.execute("select set_config('im1.row_seq', %s, true)", (ROW_SEQ,))
+
+
+def copy_file(conn: psycopg.Connection, schema: str, f: StagedFile) -> int:
+    """COPY one plaintext file into ``schema.<table>``; returns rows loaded. Runs in the caller's transaction."""
+    t0 = time.monotonic()
+    raw_table = specs.raw_table_name(f.table)
+    f.header = read_header(f.path, f.encoding)
+    existing = _raw_columns(conn, schema, raw_table)
+    f.unknown_columns = check_header(f.table, f.header, existing, f.path.name)
+    for col in f.unknown_columns:
+        # keep unknown columns: schema drift is normal, and the data is not ours to drop
+        conn.execute(
+            sql.SQL("alter table {} add column if not exists {} text").format(
+                sql.Identifier(schema, raw_table), sql.Identifier(specs.raw_column_name(col))
+            )
+        )
+    conn.execute("select set_config('im1.file_id', %s, true)", (str(f.file_id),))
+    conn.execute("select setval(%s::regclass, 1, false)", (ROW_SEQ,))
+    stmt = sql.SQL("copy {} ({}) from stdin (format csv, header true, encoding {})").format(
+        sql.Identifier(schema, raw_table),
+        sql.SQL(", ").join(sql.Identifier(specs.raw_column_name(h)) for h in f.header),
+        sql.Literal(f.encoding),
+    )
+    with conn.cursor() as cur:
+        with cur.copy(stmt) as cp, open(f.path, "rb") as fh:
+            first = True
+            while chunk := fh.read(CHUNK):
+                if first and chunk.startswith(codecs.BOM_UTF8):
+                    chunk = chunk[len(codecs.BOM_UTF8) :]
+                first = False
+                cp.write(chunk)
+        f.rows = cur.rowcount
+    f.seconds = time.monotonic() - t0
+    log.info("copied %s: %d rows in %.2fs", f.path.name, f.rows, f.seconds)
+    return f.rows
