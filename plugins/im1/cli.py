@@ -1,0 +1,202 @@
+"""``im1``: the platform's command line.
+
+    im1 demo                      the whole platform end to end on synthetic data (make demo)
+    im1 airflow                   local Airflow UI + scheduler over the same state (make airflow)
+    im1 config check [FILE]       validate a feed configuration file
+    im1 warehouse start|stop|status|bootstrap|url
+    im1 env                       print the environment (eval "$(im1 env)") for airflow/dbt by hand
+    im1 run -- CMD ...            run CMD in that environment, with the warehouse up
+    im1 sftp-server ...           serve a folder over SFTP (the demo's supplier site)
+    im1 dbt gen-sources           regenerate dbt source YAML from include/specs
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from im1.demo import run_demo
+
+    return run_demo(days=a.days, patients=a.patients, seed=a.seed)
+
+
+def _cmd_config_check(a: argparse.Namespace) -> int:
+    from im1.config import FeedConfigError, load_config
+
+    try:
+        cfg = load_config(a.file)
+    except FeedConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    for f in cfg.feeds:
+        orgs = ", ".join(o.ods_code for o in f.organisations)
+        print(f"{f.id}: {f.supplier} {f.extract} via {f.transport.kind} -> DAG {f.dag_id} [{orgs}]"
+              f"{'' if f.enabled else ' (disabled)'}")
+    print(f"OK: {len(cfg.feeds)} feed(s)")
+    return 0
+
+
+def _cmd_warehouse(a: argparse.Namespace) -> int:
+    from im1 import warehouse
+    from im1.warehouse.bootstrap import bootstrap
+
+    if os.environ.get("IM1_WAREHOUSE_URL") and a.action in ("start", "stop"):
+        print("IM1_WAREHOUSE_URL is set: the embedded server is not used", file=sys.stderr)
+        return 2
+    srv = warehouse.embedded_server()
+    if a.action == "start":
+        started = srv.ensure_started()
+        print(f"embedded PostgreSQL {'started' if started else 'already running'} on 127.0.0.1:{srv.port}")
+    elif a.action == "stop":
+        srv.stop()
+        print("embedded PostgreSQL stopped")
+    elif a.action == "status":
+        if os.environ.get("IM1_WAREHOUSE_URL"):
+            print("using IM1_WAREHOUSE_URL")
+        else:
+            print(f"embedded PostgreSQL in {srv.data_dir}: {'running' if srv.is_running() else 'stopped'}")
+    elif a.action == "bootstrap":
+        from im1.runtime import warehouse_up
+
+        with warehouse_up() as wh:
+            bootstrap(wh)
+            print(f"bootstrapped {wh.database} on {wh.host}:{wh.port}")
+    elif a.action == "url":
+        print(warehouse.from_env().admin_url)
+    return 0
+
+
+def _cmd_env(a: argparse.Namespace) -> int:
+    from im1 import runtime, warehouse
+
+    env = runtime.local_env(warehouse.from_env(), base={})
+    for k in sorted(env):
+        if k == "PATH":
+            continue
+        print(f"export {k}={shlex.quote(env[k])}")
+    return 0
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from im1 import runtime
+
+    cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+    if not cmd:
+        print("usage: im1 run -- CMD [ARGS...]", file=sys.stderr)
+        return 2
+    with runtime.warehouse_up() as wh:
+        from im1.warehouse.bootstrap import bootstrap, ensure_database
+
+        bootstrap(wh)
+        ensure_database(wh, "airflow")
+        return runtime.run(cmd, runtime.local_env(wh), check=False).returncode
+
+
+def _cmd_airflow(a: argparse.Namespace) -> int:
+    from im1.airflow_local import run_local_airflow
+
+    return run_local_airflow(port=a.port)
+
+
+def _cmd_sftp_server(a: argparse.Namespace) -> int:
+    from im1.transport.sftp_server import SftpServer, load_private_key, load_public_key
+
+    server = SftpServer(
+        Path(a.root),
+        host_key=load_private_key(a.host_key),
+        username=a.user,
+        authorized_keys=[load_public_key(k) for k in a.authorized_key],
+        host=a.host,
+        port=a.port,
+    )
+    print(f"serving {a.root} over SFTP on {a.host}:{server.port} (host key {server.host_key_line[:40]}...)",
+          flush=True)
+    def _stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def _cmd_dbt(a: argparse.Namespace) -> int:
+    from im1 import dbtgen
+
+    if a.action == "gen-sources":
+        for p in dbtgen.write_all():
+            print(f"wrote {p}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="im1", description="IM1 bulk-extract platform")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the platform end to end on synthetic data")
+    d.add_argument("--days", type=int, default=int(os.environ.get("IM1_DEMO_DAYS", "1")))
+    d.add_argument("--patients", type=int, default=int(os.environ.get("IM1_DEMO_PATIENTS", "300")))
+    d.add_argument("--seed", type=int, default=42)
+    d.set_defaults(func=_cmd_demo)
+
+    c = sub.add_parser("config", help="feed configuration")
+    csub = c.add_subparsers(dest="action", required=True)
+    cc = csub.add_parser("check", help="validate a feed configuration file")
+    cc.add_argument("file", nargs="?")
+    cc.set_defaults(func=_cmd_config_check)
+
+    w = sub.add_parser("warehouse", help="the embedded PostgreSQL / warehouse bootstrap")
+    w.add_argument("action", choices=["start", "stop", "status", "bootstrap", "url"])
+    w.set_defaults(func=_cmd_warehouse)
+
+    e = sub.add_parser("env", help="print the local environment as shell exports")
+    e.set_defaults(func=_cmd_env)
+
+    r = sub.add_parser("run", help="run a command in the local environment with the warehouse up")
+    r.add_argument("cmd", nargs=argparse.REMAINDER)
+    r.set_defaults(func=_cmd_run)
+
+    af = sub.add_parser("airflow", help="local Airflow UI and scheduler over the demo's state")
+    af.add_argument("--port", type=int, default=int(os.environ.get("IM1_AIRFLOW_PORT", "8080")))
+    af.set_defaults(func=_cmd_airflow)
+
+    s = sub.add_parser("sftp-server", help="serve a folder over SFTP (key auth, fixed host key)")
+    s.add_argument("--root", required=True)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=2222)
+    s.add_argument("--host-key", required=True, help="server private key file")
+    s.add_argument("--user", required=True)
+    s.add_argument("--authorized-key", action="append", required=True,
+                   help="a client public key file (OpenSSH line) allowed to log in; repeatable")
+    s.set_defaults(func=_cmd_sftp_server)
+
+    db = sub.add_parser("dbt", help="dbt helpers")
+    db.add_argument("action", choices=["gen-sources"])
+    db.set_defaults(func=_cmd_dbt)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""``make demo``: the whole platform end to end on this machine, with no real data.
+
+1. start the embedded PostgreSQL (unless ``IM1_WAREHOUSE_URL`` is set) and bootstrap it;
+2. create demo keys *at run time* (a PGP key pair for the consumer, SSH host and client keys)
+   and the Airflow connections that hold them (``.im1/secrets``, never in the repo);
+3. play the supplier: generate the synthetic deliveries for every loopback feed in the feed
+   config, encrypt them to the demo public key and serve them from a real SFTP server;
+4. run the real DAGs day by day (``airflow dags test``): ingest per feed, then the dbt transform;
+5. print the list-size mart, read through the read-only BI role, and check it against the
+   synthetic supplier's ground truth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg
+
+from im1 import paths, runtime
+from im1.config import Feed, FeedConfig, load_config
+from im1.crypto import Keyring
+from im1.synth import emis as synth_emis
+from im1.synth import truth
+from im1.synth.world import World, build_world
+from im1.transport.sftp_server import generate_ed25519, load_private_key, public_key_line
+from im1.warehouse import BI_READER, Warehouse
+from im1.warehouse.bootstrap import bootstrap, ensure_database
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+DEMO_START = dt.date(2026, 11, 2)
+SFTP_USER = "im1-demo"
+
+
+def say(msg: str) -> None:
+    print(f"[im1 demo] {msg}", flush=True)
+
+
+@dataclass(frozen=True)
+class DemoKeys:
+    pgp_fingerprint: str
+    pgp_public_file: Path
+    pgp_secret_file: Path
+    pgp_passphrase: str
+    ssh_host_key_file: Path
+    ssh_client_key_file: Path
+
+    @property
+    def host_key_line(self) -> str:
+        return public_key_line(load_private_key(self.ssh_host_key_file))
+
+    @property
+    def client_public_line(self) -> str:
+        return public_key_line(load_private_key(self.ssh_client_key_file))
+
+
+def demo_dir() -> Path:
+    return paths.state_dir() / "demo"
+
+
+def ensure_keys(keys_dir: Path | None = None) -> DemoKeys:
+    """Generate the demo key material once (kept in the git-ignored state folder, mode 0600)."""
+    d = paths.private_dir(keys_dir or demo_dir() / "keys")
+    pub, sec, pw, fpr = d / "pgp_public.asc", d / "pgp_secret.asc", d / "pgp_passphrase", d / "pgp_fingerprint"
+    if not (pub.exists() and sec.exists() and pw.exists() and fpr.exists()):
+        passphrase = secrets.token_urlsafe(24)
+        with Keyring() as kr:
+            kp = kr.generate("IM1 demo consumer", "demo-consumer@example.invalid", passphrase)
+        for path, text in ((pub, kp.public_armored), (sec, kp.secret_armored), (pw, passphrase),
+                           (fpr, kp.fingerprint)):
+            path.write_text(text)
+            path.chmod(0o600)
+    host, client = d / "ssh_host_ed25519", d / "ssh_client_ed25519"
+    if not host.exists():
+        generate_ed25519(host)
+    if not client.exists():
+        generate_ed25519(client)
+    client_pub = d / "ssh_client_ed25519.pub"
+    if not client_pub.exists():
+        client_pub.write_text(public_key_line(load_private_key(client)) + "\n")
+    return DemoKeys(fpr.read_text().strip(), pub, sec, pw.read_text().strip(), host, client)
+
+
+def demo_feeds(cfg: FeedConfig) -> list[Feed]:
+    return [
+        f
+        for f in cfg.enabled_feeds
+        if f.supplier == "emis" and f.transport.kind == "sftp" and f.transport.host in LOOPBACK
+    ]
+
+
+def write_connections(feeds: list[Feed], keys: DemoKeys) -> Path:
+    """Add the demo feeds' SFTP and PGP connections to the local secrets file."""
+    path = runtime.connections_file()
+    paths.private_dir(path.parent)
+    conns = json.loads(path.read_text()) if path.exists() else {}
+    for f in feeds:
+        conns[f.transport.conn_id] = {
+            "conn_type": "sftp",
+            "host": f.transport.host,
+            "port": f.transport.port,
+            "login": SFTP_USER,
+            "extra": {"key_file": str(keys.ssh_client_key_file), "host_key": keys.host_key_line},
+        }
+        conns[f.pgp_conn_id] = {
+            "conn_type": "generic",
+            "password": keys.pgp_passphrase,
+            "extra": {"private_key_file": str(keys.pgp_secret_file)},
+        }
+    path.write_text(json.dumps(conns, indent=2) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def sftp_root() -> Path:
+    return demo_dir() / "supplier" / "sftp"
+
+
+def world_for(feed: Feed, *, days: int, patients: int, seed: int) -> World:
+    return build_world(
+        seed=seed + sum(map(ord, feed.id)),
+        ods_codes=[o.ods_code for o in feed.organisations],
+        org_guids={o.ods_code: feed.supplier_org_id(o) for o in feed.organisations},
+        agreement_guid=feed.sharing_agreement_guid,
+        patients_per_practice=patients,
+        start=DEMO_START,
+        days=days,
+    )
+
+
+def publish_day(world: World, feed: Feed, day: int, keys: DemoKeys) -> list[Path]:
+    """Put day ``day``'s batch for ``feed`` on the demo SFTP site (encrypted to the demo key)."""
+    on = world.start + dt.timedelta(days=day)
+    # the remote layout mirrors the feed's path: <root><transport.path>/<yyyyMMdd>/<file>
+    feed_dir = sftp_root() / feed.transport.path.strip("/")
+    with Keyring() as kr:
+        kr.import_key(Path(keys.pgp_public_file).read_text())
+        return synth_emis.write_batch(
+            world,
+            synth_emis.snapshot(world, on),
+            feed_dir,
+            extract_ts=dt.datetime.combine(on, dt.time(2, 0)),
+            batch_number=day + 1,
+            export_type="bulk" if day == 0 else "delta",
+            keyring=kr,
+            recipient=keys.pgp_fingerprint,
+        )
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the demo SFTP server exited early (code {proc.returncode})")
+        with socket.socket() as s:
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the demo SFTP server did not listen on {host}:{port} within {timeout}s")
+
+
+def start_sftp_server(feed: Feed, keys: DemoKeys, env: dict[str, str]) -> subprocess.Popen:
+    host, port = feed.transport.host, feed.transport.port
+    with socket.socket() as s:
+        if s.connect_ex((host, port)) == 0:
+            raise RuntimeError(
+                f"port {port} on {host} is already in use; the demo SFTP server needs it "
+                "(set IM1_DEMO_SFTP_PORT to another port and run again)"
+            )
+    sftp_root().mkdir(parents=True, exist_ok=True)
+    log = open(demo_dir() / "sftp-server.log", "ab")
+    proc = subprocess.Popen(
+        [
+            str(runtime.venv_bin() / "im1"), "sftp-server",
+            "--root", str(sftp_root()), "--host", host, "--port", str(port),
+            "--host-key", str(keys.ssh_host_key_file), "--user", SFTP_USER,
+            "--authorized-key", str(keys.ssh_client_key_file) + ".pub",
+        ],
+        env=env, stdout=log, stderr=log,
+    )
+    _wait_port(host, port, proc)
+    return proc
+
+
+def prepare_airflow(env: dict[str, str], cfg: FeedConfig) -> None:
+    runtime.run(runtime.airflow_cmd("db", "migrate"), env, quiet=True)
+    pools = {f.pool: {"slots": 4, "description": f"Connections to {f.pool} (im1)"} for f in cfg.enabled_feeds}
+    pools_file = paths.state_dir() / "airflow" / "im1_pools.json"
+    pools_file.parent.mkdir(parents=True, exist_ok=True)
+    pools_file.write_text(json.dumps(pools))
+    runtime.run(runtime.airflow_cmd("pools", "import", str(pools_file)), env, quiet=True)
+
+
+def ensure_manifest(env: dict[str, str]) -> None:
+    manifest = paths.dbt_project_dir() / "target" / "manifest.json"
+    if not manifest.exists():
+        runtime.run(runtime.dbt_cmd("parse", "--quiet"), env, quiet=True)
+
+
+def run_dag(dag_id: str, logical_date: dt.datetime, env: dict[str, str]) -> float:
+    logs = paths.private_dir(demo_dir() / "logs")
+    t0 = time.monotonic()
+    res = runtime.run(runtime.airflow_cmd("dags", "test", dag_id, logical_date.isoformat()), env,
+                      check=False, quiet=True)
+    secs = time.monotonic() - t0
+    log_file = logs / f"{dag_id}__{logical_date:%Y%m%d}.log"
+    log_file.write_text(res.stdout or "")
+    failed = res.returncode != 0 or "state=failed" in (res.stdout or "") or "DagRun Finished" not in (res.stdout or "")
+    if failed:
+        tail = "\n".join((res.stdout or "").splitlines()[-40:])
+        raise RuntimeError(f"DAG {dag_id} failed for {logical_date:%Y-%m-%d} (log: {log_file}):\n{tail}")
+    return secs
+
+
+def read_mart(wh: Warehouse) -> list[tuple]:
+    """Read the mart as the read-only BI role, as a BI tool would."""
+    with psycopg.connect(wh.role_url(BI_READER)) as conn:
+        return conn.execute(
+            "select practice_code, snapshot_date, sex, age_band, patients from marts.mart_list_size "
+            "order by practice_code, snapshot_date, age_band_order, sex"
+        ).fetchall()
+
+
+def print_mart(rows: list[tuple]) -> None:
+    by_prac: dict[tuple, dict[str, dict[str, int]]] = {}
+    for prac, snap, sex, band, n in rows:
+        by_prac.setdefault((prac, snap), {}).setdefault(band, {})[sex] = n
+    for (prac, snap), bands in by_prac.items():
+        print(f"\nmarts.mart_list_size - practice {prac}, registered patients on {snap}")
+        print(f"  {'age band':<9}{'female':>8}{'male':>8}{'other':>8}{'all':>8}")
+        tot = {"female": 0, "male": 0, "other": 0}
+        for band, sexes in bands.items():
+            f, m = sexes.get("female", 0), sexes.get("male", 0)
+            o = sum(v for k, v in sexes.items() if k not in ("female", "male"))
+            tot["female"] += f
+            tot["male"] += m
+            tot["other"] += o
+            print(f"  {band:<9}{f:>8}{m:>8}{o:>8}{f + m + o:>8}")
+        print(f"  {'all':<9}{tot['female']:>8}{tot['male']:>8}{tot['other']:>8}{sum(tot.values()):>8}")
+
+
+def run_demo(*, days: int = 1, patients: int = 300, seed: int = 42) -> int:
+    t_start = time.monotonic()
+    cfg = load_config()
+    feeds = demo_feeds(cfg)
+    if not feeds:
+        raise SystemExit(
+            f"{paths.feeds_file()} declares no demo feed (an EMIS feed on a loopback SFTP host); "
+            "the demo plays the supplier for those only"
+        )
+    with runtime.warehouse_up() as wh:
+        say(f"warehouse: {'embedded PostgreSQL' if wh.embedded else 'IM1_WAREHOUSE_URL'} "
+            f"at {wh.host}:{wh.port}/{wh.database}")
+        bootstrap(wh)
+        ensure_database(wh, "airflow")
+        env = runtime.local_env(wh)
+        keys = ensure_keys()
+        write_connections(feeds, keys)
+        say("demo keys and Airflow connections ready (generated at run time under .im1/, git-ignored)")
+        prepare_airflow(env, cfg)
+        ensure_manifest(env)
+        worlds = {f.id: world_for(f, days=days, patients=patients, seed=seed) for f in feeds}
+        server = start_sftp_server(feeds[0], keys, env)
+        say(f"supplier SFTP server on {feeds[0].transport.host}:{feeds[0].transport.port} (pinned host key)")
+        try:
+            for day in range(days):
+                on = DEMO_START + dt.timedelta(days=day)
+                for f in feeds:
+                    files = publish_day(worlds[f.id], f, day, keys)
+                    say(f"day {day + 1}/{days} ({on}): supplier published {len(files)} encrypted files for {f.id}")
+                # the run whose data interval ends at 06:00 (London) on the extract day loads that extract
+                logical = dt.datetime.combine(on, dt.time(6, 0), tzinfo=ZoneInfo("Europe/London"))
+                for f in feeds:
+                    secs = run_dag(f.dag_id, logical, env)
+                    say(f"  {f.dag_id}: fetched, decrypted and loaded in {secs:.1f}s")
+                secs = run_dag("im1_transform", logical, env)
+                say(f"  im1_transform (dbt via cosmos): built and tested in {secs:.1f}s")
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        rows = read_mart(wh)
+        print_mart(rows)
+        last = DEMO_START + dt.timedelta(days=days - 1)
+        expected = []
+        for w in worlds.values():
+            expected += truth.list_size(w, last.replace(day=1))
+        got = {(r[0], r[1].isoformat(), r[2], r[3]): r[4] for r in rows}
+        want = {(e["practice_code"], e["snapshot_date"], e["sex"], e["age_band"]): e["patients"] for e in expected}
+        ok = got == want
+        say(f"mart vs the synthetic supplier's ground truth: {'MATCH' if ok else 'MISMATCH'} "
+            f"({sum(got.values())} patients in the mart, {sum(want.values())} expected)")
+    say(f"done in {time.monotonic() - t_start:.0f}s. Explore it: `make airflow` (runs in the UI), "
+        "`make docs` (dbt docs); the embedded PostgreSQL has been stopped.")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_demo(days=int(os.environ.get("IM1_DEMO_DAYS", "1"))))
