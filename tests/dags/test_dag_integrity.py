@@ -1,0 +1,111 @@
+"""The DAG folder imports cleanly, fast, with a DAG for every configured feed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+
+PARSE = textwrap.dedent("""
+    import json, time
+    t0 = time.monotonic()
+    from airflow.dag_processing.dagbag import DagBag
+    bag = DagBag(dag_folder=%r)
+    elapsed = time.monotonic() - t0
+    out = {"errors": {k: str(v)[-500:] for k, v in bag.import_errors.items()}, "seconds": elapsed, "dags": {}}
+    for dag_id, dag in bag.dags.items():
+        out["dags"][dag_id] = {
+            "tags": sorted(dag.tags),
+            "tasks": {t.task_id: {"retries": t.retries, "pool": t.pool, "backoff": t.retry_exponential_backoff,
+                                  "max_retry_delay": str(t.max_retry_delay)} for t in dag.tasks},
+            "timetable": type(dag.timetable).__name__,
+            "catchup": dag.catchup,
+        }
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def parse_dag_folder(feeds_file: Path | None = None) -> dict:
+    """Parse the whole DAG folder in a fresh interpreter (as the DAG processor does)."""
+    env = dict(os.environ)
+    if feeds_file:
+        env["IM1_FEEDS_FILE"] = str(feeds_file)
+    res = subprocess.run([sys.executable, "-c", PARSE % str(DAGS)], env=env, capture_output=True, text=True,
+                         timeout=120)
+    line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert line, f"DAG parse crashed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
+    return json.loads(line[len("RESULT"):])
+
+
+@pytest.fixture(scope="module")
+def parsed() -> dict:
+    return parse_dag_folder()
+
+
+def test_no_import_errors(parsed):
+    assert parsed["errors"] == {}
+
+
+def test_whole_dag_folder_parses_in_under_5_seconds(parsed):
+    assert parsed["seconds"] < 5, f"DAG folder took {parsed['seconds']:.2f}s to parse"
+
+
+def test_a_dag_for_every_configured_feed_plus_transform(parsed):
+    from im1.config import load_config
+
+    expected = {f.dag_id for f in load_config().enabled_feeds} | {"im1_transform"}
+    assert set(parsed["dags"]) == expected
+
+
+def test_every_task_retries_with_exponential_backoff_and_is_tagged(parsed):
+    for dag_id, d in parsed["dags"].items():
+        assert "im1" in d["tags"], dag_id
+        for task_id, t in d["tasks"].items():
+            assert t["retries"] >= 1, f"{dag_id}.{task_id} has no retries"
+            assert t["backoff"] == 2.0, f"{dag_id}.{task_id}: exponential back-off must be a 2.0 multiplier"
+            assert t["max_retry_delay"] != "None", f"{dag_id}.{task_id} has no max retry delay"
+
+
+def test_ingest_dags_are_daily_data_interval_and_pooled(parsed):
+    from im1.config import load_config
+
+    for f in load_config().enabled_feeds:
+        d = parsed["dags"][f.dag_id]
+        assert d["timetable"] == "CronDataIntervalTimetable"
+        assert d["catchup"] is f.catchup
+        assert {t["pool"] for t in d["tasks"].values()} == {f.pool}
+
+
+def test_multi_feed_config_gives_one_dag_per_feed(tmp_path):
+    feeds = tmp_path / "feeds.yaml"
+    entries = []
+    for i, ods in enumerate(["A81001", "A81002", "B82003"]):
+        entries.append(textwrap.dedent(f"""
+          - id: emis_{ods.lower()}
+            supplier: emis
+            transport: {{kind: sftp, host: sftp{i}.example, port: 22, path: /IM1/sftp/x, conn_id: sftp_{i}}}
+            pgp_conn_id: pgp_{i}
+            sharing_agreement_guid: 45E7CD20-EE37-41AB-90D6-DC9D4B03D10{i}
+            organisations: [{{ods_code: {ods}, supplier_org_id: "{{D77C65E1-E100-4272-9386-F4FC383D875{i}}}"}}]
+        """))
+    feeds.write_text("version: 1\nfeeds:" + "".join(textwrap.indent(e, "") for e in entries))
+    parsed = parse_dag_folder(feeds)
+    assert parsed["errors"] == {}
+    assert set(parsed["dags"]) == {"im1_ingest__emis_a81001", "im1_ingest__emis_a81002",
+                                   "im1_ingest__emis_b82003", "im1_transform"}
+
+
+def test_an_invalid_config_is_an_import_error_naming_the_field(tmp_path):
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text("version: 1\nfeeds:\n  - id: Bad-Id\n    supplier: emis\n")
+    parsed = parse_dag_folder(feeds)
+    assert parsed["errors"], "an invalid feed file must surface as a DAG import error"
+    assert any("feeds[0].id" in e for e in parsed["errors"].values())

@@ -1,0 +1,76 @@
+"""Decryption with the real gpg: streamed, isolated keyring, and each failure told apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from im1.crypto import (
+    BadPassphraseError,
+    IntegrityError,
+    Keyring,
+    NoSecretKeyError,
+    NotPgpError,
+    TruncatedInputError,
+)
+
+PLAIN = b'"A","B"\r\n' + b"".join(b'"%d","caf\xc3\xa9 %d"\r\n' % (i, i) for i in range(50000))
+
+
+@pytest.fixture(scope="module")
+def encrypted(tmp_path_factory, pgp_keys, other_pgp_keys):
+    d = tmp_path_factory.mktemp("gpg")
+    (d / "plain.csv").write_bytes(PLAIN)
+    with Keyring() as kr:
+        kr.import_key(pgp_keys.public_armored)
+        kr.import_key(other_pgp_keys.public_armored)
+        kr.encrypt_file(d / "plain.csv", d / "ok.csv.gpg", pgp_keys.fingerprint)
+        kr.encrypt_file(d / "plain.csv", d / "other.csv.gpg", other_pgp_keys.fingerprint)
+    data = (d / "ok.csv.gpg").read_bytes()
+    (d / "truncated.csv.gpg").write_bytes(data[: len(data) // 2])
+    tampered = bytearray(data)
+    tampered[-10] ^= 0x55
+    (d / "tampered.csv.gpg").write_bytes(bytes(tampered))
+    (d / "junk.csv.gpg").write_bytes(b"this is not encrypted\r\n")
+    (d / "empty.csv.gpg").write_bytes(b"")
+    return d
+
+
+def _decrypt(keys, src: Path, dst: Path, passphrase=None):
+    with Keyring() as kr:
+        kr.import_key(keys.secret_armored, keys.passphrase)
+        kr.decrypt_file(src, dst, passphrase=keys.passphrase if passphrase is None else passphrase)
+
+
+def test_round_trip_is_exact(encrypted, pgp_keys, tmp_path):
+    _decrypt(pgp_keys, encrypted / "ok.csv.gpg", tmp_path / "out.csv")
+    assert (tmp_path / "out.csv").read_bytes() == PLAIN
+
+
+@pytest.mark.parametrize(
+    ("name", "passphrase", "error", "words"),
+    [
+        ("other.csv.gpg", None, NoSecretKeyError, "no secret key"),
+        ("ok.csv.gpg", "wrong passphrase", BadPassphraseError, "bad passphrase"),
+        ("truncated.csv.gpg", None, TruncatedInputError, "truncated input"),
+        ("tampered.csv.gpg", None, IntegrityError, "integrity check failed"),
+        ("junk.csv.gpg", None, NotPgpError, "not an OpenPGP message"),
+        ("empty.csv.gpg", None, NotPgpError, "empty"),
+    ],
+)
+def test_each_failure_is_specific_and_leaves_no_plaintext(encrypted, pgp_keys, tmp_path, name, passphrase,
+                                                          error, words):
+    out = tmp_path / "out.csv"
+    with pytest.raises(error) as err:
+        _decrypt(pgp_keys, encrypted / name, out, passphrase=passphrase)
+    assert words in str(err.value) and name in str(err.value)
+    assert not out.exists()
+
+
+def test_keyring_is_isolated_and_removed():
+    with Keyring() as kr:
+        home = kr.home
+        assert (home.stat().st_mode & 0o777) == 0o700
+        assert kr.gpg.list_keys(True) == []
+    assert not home.exists()

@@ -1,0 +1,80 @@
+"""COPY staging: by header name, metadata filled, RFC 4180 content, unknown columns kept."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from im1.ingest import ledger
+from im1.ingest.load import HeaderError, StagedFile, copy_file, set_load_context
+from im1.warehouse import LOADER
+
+
+@pytest.fixture()
+def loader_conn(warehouse):
+    with psycopg.connect(warehouse.role_url(LOADER)) as conn:
+        yield conn
+        conn.rollback()
+
+
+def _batch(conn, key):
+    row = ledger.register_batch(conn, feed_id="t", supplier="emis", batch_key=key, organisation="Z90001",
+                                extract_ts="2026-11-02 02:00", file_count=1)
+    fid = ledger.upsert_file(conn, batch_id=row.batch_id, file_name=f"{key}.csv", table_name="Admin_Location",
+                             remote_path=None, archive_path=None, size=1, sha256="x")
+    return row.batch_id, fid
+
+
+def test_copy_maps_by_name_and_fills_metadata(loader_conn, tmp_path):
+    f = tmp_path / "loc.csv"
+    # columns in a different order than the spec, a quoted comma, a quote and a newline inside fields,
+    # non-ASCII text and an extra column the spec does not know
+    f.write_bytes(
+        '"ProcessingId","LocationName","LocationGuid","Deleted","Brand New Column"\r\n'
+        '"7","Surgery, Main","{A}","false","x"\r\n'
+        '"8","The ""Old"" Mill\r\nAnnex","{B}","false",""\r\n'
+        '"9","Clínica Zoë","{C}","true","y"\r\n'.encode()
+    )
+    batch_id, file_id = _batch(loader_conn, "copy-test")
+    set_load_context(loader_conn, feed_id="t", organisation="Z90001", batch_id=batch_id)
+    sf = StagedFile(table="Admin_Location", path=f, file_id=file_id)
+    assert copy_file(loader_conn, "raw_emis", sf) == 3
+    assert sf.unknown_columns == ["Brand New Column"]
+    rows = loader_conn.execute(
+        'select locationguid, locationname, processingid, "brand new column", _feed_id, _organisation, '
+        "_batch_id, _file_id, _row_number from raw_emis.admin_location where _file_id = %s order by _row_number",
+        (file_id,),
+    ).fetchall()
+    assert rows == [
+        ("{A}", "Surgery, Main", "7", "x", "t", "Z90001", batch_id, file_id, 1),
+        # a quoted empty field stays an empty string in raw (staging turns '' into NULL)
+        ("{B}", 'The "Old" Mill\r\nAnnex', "8", "", "t", "Z90001", batch_id, file_id, 2),
+        ("{C}", "Clínica Zoë", "9", "y", "t", "Z90001", batch_id, file_id, 3),
+    ]
+
+
+def test_header_problems_are_specific(loader_conn, tmp_path):
+    batch_id, file_id = _batch(loader_conn, "hdr-test")
+    set_load_context(loader_conn, feed_id="t", organisation="Z90001", batch_id=batch_id)
+    cases = {
+        b"": "empty",
+        b'"LocationGuid","LocationGuid"\r\n"{A}","{A}"\r\n': "more than once",
+        b'"LocationGuid","_batch_id"\r\n"{A}","1"\r\n': "reserved metadata column",
+    }
+    for i, (content, words) in enumerate(cases.items()):
+        f = tmp_path / f"bad{i}.csv"
+        f.write_bytes(content)
+        with pytest.raises(HeaderError, match=words):
+            copy_file(loader_conn, "raw_emis", StagedFile(table="Admin_Location", path=f, file_id=file_id))
+
+
+def test_malformed_csv_fails_the_copy_and_loads_nothing(loader_conn, tmp_path):
+    f = tmp_path / "broken.csv"
+    f.write_bytes(b'"LocationGuid","LocationName"\r\n"{A}","ok"\r\n"{B}","unterminated\r\n')
+    batch_id, file_id = _batch(loader_conn, "malformed-test")
+    set_load_context(loader_conn, feed_id="t", organisation="Z90001", batch_id=batch_id)
+    with pytest.raises(psycopg.errors.BadCopyFileFormat):
+        copy_file(loader_conn, "raw_emis", StagedFile(table="Admin_Location", path=f, file_id=file_id))
+    loader_conn.rollback()
+    n = loader_conn.execute("select count(*) from raw_emis.admin_location where _file_id = %s", (file_id,))
+    assert n.fetchone() == (0,)
