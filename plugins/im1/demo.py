@@ -298,8 +298,8 @@ def run_demo(*, days: int = 1, patients: int = 300, seed: int = 42) -> int:
         ok = got == want
         say(f"mart vs the synthetic supplier's ground truth: {'MATCH' if ok else 'MISMATCH'} "
             f"({sum(got.values())} patients in the mart, {sum(want.values())} expected)")
-    say(f"done in {time.monotonic() - t_start:.0f}s. Explore it: `make airflow` (runs in the UI), "
-        "`make docs` (dbt docs); the embedded PostgreSQL has been stopped.")
+    say(f"done in {time.monotonic() - t_start:.0f}s. Explore the runs with `make airflow` "
+        "(http://localhost:8080); the embedded PostgreSQL has been stopped.")
     return 0 if ok else 1
 
 

