@@ -22,6 +22,9 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +172,74 @@ class Keyring:
             return
         Path(dst).unlink(missing_ok=True)
         raise classify_failure(res.stderr or "", name, src_size=Path(src).stat().st_size)
+
+
+    @contextlib.contextmanager
+    def decrypting(self, src: Path, dst: Path, *, passphrase: str | None) -> Iterator[PlaintextStream]:
+        """Decrypt ``src`` into ``dst`` in the background and read the plaintext while it is written.
+
+        The consumer (the COPY) runs concurrently with gpg instead of after it. Reads raise the
+        :class:`DecryptError` if gpg fails, even at the very end (a failed integrity check is only
+        known once all data has passed), so a consumer that commits after the last read can never
+        commit data from a bad file.
+        """
+        state: dict = {}
+
+        def run() -> None:
+            try:
+                self.decrypt_file(src, dst, passphrase=passphrase)
+            except BaseException as err:
+                state["error"] = err
+
+        worker = threading.Thread(target=run, name=f"gpg-decrypt:{Path(src).name}", daemon=True)
+        worker.start()
+        stream = PlaintextStream(Path(dst), worker, state)
+        try:
+            yield stream
+        finally:
+            worker.join()
+            stream.close()
+
+
+class PlaintextStream:
+    """File-like reader over a file another thread is still writing (see Keyring.decrypting)."""
+
+    POLL = 0.002
+
+    def __init__(self, path: Path, worker: threading.Thread, state: dict):
+        self.path = path
+        self._worker = worker
+        self._state = state
+        self._fh = None
+
+    def _finish(self) -> bytes:
+        err = self._state.get("error")
+        if err is not None:
+            raise err
+        return b""
+
+    def read(self, n: int = 1 << 20) -> bytes:
+        while True:
+            if self._fh is None:
+                if self.path.exists():
+                    self._fh = open(self.path, "rb")
+                elif not self._worker.is_alive():
+                    return self._finish()
+                else:
+                    time.sleep(self.POLL)
+                    continue
+            data = self._fh.read(n)
+            if data:
+                return data
+            if not self._worker.is_alive():
+                data = self._fh.read(n)  # drain what was written just before gpg exited
+                return data if data else self._finish()
+            time.sleep(self.POLL)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 _KEYID = re.compile(r"NO_SECKEY ([0-9A-F]+)")

@@ -74,3 +74,22 @@ def test_keyring_is_isolated_and_removed():
         assert (home.stat().st_mode & 0o777) == 0o700
         assert kr.gpg.list_keys(True) == []
     assert not home.exists()
+
+
+def test_streaming_decrypt_yields_plaintext_and_fails_late_on_tampering(encrypted, pgp_keys, tmp_path):
+    with Keyring() as kr:
+        kr.import_key(pgp_keys.secret_armored, pgp_keys.passphrase)
+        with kr.decrypting(encrypted / "ok.csv.gpg", tmp_path / "ok.csv", passphrase=pgp_keys.passphrase) as s:
+            data = b"".join(iter(lambda: s.read(7919), b""))
+        assert data == PLAIN
+        got = b""
+        with pytest.raises(IntegrityError):
+            with kr.decrypting(encrypted / "tampered.csv.gpg", tmp_path / "bad.csv",
+                               passphrase=pgp_keys.passphrase) as s:
+                while chunk := s.read(65536):
+                    got += chunk
+        assert len(got) > 0  # data flowed before the integrity check failed at the end
+        assert not (tmp_path / "bad.csv").exists()
+        with pytest.raises(NoSecretKeyError):
+            with kr.decrypting(encrypted / "other.csv.gpg", tmp_path / "o.csv", passphrase="x") as s:
+                s.read(10)

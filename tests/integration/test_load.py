@@ -78,3 +78,18 @@ def test_malformed_csv_fails_the_copy_and_loads_nothing(loader_conn, tmp_path):
     loader_conn.rollback()
     n = loader_conn.execute("select count(*) from raw_emis.admin_location where _file_id = %s", (file_id,))
     assert n.fetchone() == (0,)
+
+
+def test_row_numbers_restart_for_each_file_in_one_transaction(loader_conn, tmp_path):
+    batch_id, first = _batch(loader_conn, "rownum-test")
+    second = ledger.upsert_file(loader_conn, batch_id=batch_id, file_name="second.csv", table_name="Admin_Location",
+                                remote_path=None, archive_path=None, size=1, sha256="y")
+    set_load_context(loader_conn, feed_id="t", organisation="Z90001", batch_id=batch_id)
+    for fid, n in ((first, 25_000), (second, 3)):
+        f = tmp_path / f"f{fid}.csv"
+        f.write_text('"LocationGuid"\r\n' + "".join(f'"{{{i}}}"\r\n' for i in range(n)))
+        assert copy_file(loader_conn, "raw_emis", StagedFile(table="Admin_Location", path=f, file_id=fid)) == n
+    got = loader_conn.execute(
+        "select _file_id, min(_row_number), max(_row_number), count(distinct _row_number), count(distinct _loaded_at)"
+        " from raw_emis.admin_location where _batch_id = %s group by 1 order by 1", (batch_id,)).fetchall()
+    assert got == [(first, 1, 25_000, 25_000, 1), (second, 1, 3, 3, 1)]

@@ -22,7 +22,7 @@ from im1.config import Feed
 from im1.crypto import DecryptError, Keyring
 from im1.ingest import ledger
 from im1.ingest.credentials import PgpKey
-from im1.ingest.load import HeaderError, StagedFile, copy_file, read_header, set_load_context
+from im1.ingest.load import HeaderError, StagedFile, copy_stream, parse_header, read_head, set_load_context
 from im1.transport.sftp import RemoteFile, SftpClient, SftpSettings
 from im1.warehouse.bootstrap import RAW_SCHEMAS
 
@@ -213,11 +213,13 @@ def load(feed: Feed, ods_code: str, fetched: dict, key: PgpKey, conninfo: str) -
                         for f in fetched["files"]:
                             src = Path(f["archive_path"])
                             plain = work / (src.name[:-4] if src.name.endswith(".gpg") else src.name)
-                            kr.decrypt_file(src, plain, passphrase=key.passphrase)
-                            version = _validate_header(f["table"], f["name"], read_header(plain))
-                            versions.add(version)
                             sf = StagedFile(table=f["table"], path=plain, file_id=int(file_ids[f["name"]]))
-                            rows = copy_file(conn, schema, sf)
+                            # gpg decrypts into the work folder while COPY streams the plaintext in
+                            with kr.decrypting(src, plain, passphrase=key.passphrase) as stream:
+                                head = read_head(stream)
+                                version = _validate_header(f["table"], f["name"], parse_header(head, name=plain.name))
+                                versions.add(version)
+                                rows = copy_stream(conn, schema, sf, stream, head)
                             conn.execute(
                                 """update ingest.files set rows_loaded = %s, schema_version = %s,
                                           unknown_columns = %s, status = 'loaded', loaded_at = now(),
@@ -232,7 +234,7 @@ def load(feed: Feed, ods_code: str, fetched: dict, key: PgpKey, conninfo: str) -
                                     batch_id=batch_id,
                                     level="warning",
                                 )
-                            plain.unlink()
+                            plain.unlink(missing_ok=True)
                             total += rows
                         version = min(versions) if versions else None
                         ledger.set_status(conn, batch_id, ledger.LOADED, rows_loaded=total, schema_version=version)

@@ -44,21 +44,38 @@ class StagedFile:
     seconds: float = 0.0
 
 
-def read_header(path: Path, encoding: str = "UTF8") -> list[str]:
-    """The first CSV record of the file (RFC 4180), without a UTF-8 byte-order mark."""
+def parse_header(head: bytes, encoding: str = "UTF8", name: str = "file") -> list[str]:
+    """The first CSV record (RFC 4180) of ``head`` (the file's first bytes), without a UTF-8 BOM."""
     py_enc = {"UTF8": "utf-8-sig", "WIN1252": "cp1252"}.get(encoding, encoding)
-    with open(path, "rb") as fh:
-        head = fh.read(1 << 16)
     if not head:
-        raise HeaderError(f"{path.name}: the file is empty (not even a header row)")
-    text = codecs.decode(head, py_enc, errors="strict")
+        raise HeaderError(f"{name}: the file is empty (not even a header row)")
+    try:
+        text = codecs.decode(head, py_enc, errors="strict")
+    except UnicodeDecodeError as err:
+        raise HeaderError(f"{name}: header row is not valid {encoding}: {err.reason} at byte {err.start}") from None
     try:
         row = next(csv.reader(io.StringIO(text, newline=""), strict=True))
     except (csv.Error, StopIteration) as err:
-        raise HeaderError(f"{path.name}: header row is not valid CSV: {err}") from None
+        raise HeaderError(f"{name}: header row is not valid CSV: {err}") from None
     if not row or all(not c.strip() for c in row):
-        raise HeaderError(f"{path.name}: header row is empty")
+        raise HeaderError(f"{name}: header row is empty")
     return [c.strip() for c in row]
+
+
+def read_head(reader, limit: int = 1 << 16) -> bytes:
+    """Read from ``reader`` until the first line is complete (or ``limit`` bytes / end of file)."""
+    head = b""
+    while b"\n" not in head and len(head) < limit:
+        chunk = reader.read(limit)
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def read_header(path: Path, encoding: str = "UTF8") -> list[str]:
+    with open(path, "rb") as fh:
+        return parse_header(read_head(fh), encoding, path.name)
 
 
 def check_header(table: str, header: list[str], known_columns: list[str], file_name: str) -> list[str]:
@@ -89,15 +106,25 @@ def set_load_context(conn: psycopg.Connection, *, feed_id: str, organisation: st
     conn.execute("select set_config('im1.feed_id', %s, true)", (feed_id,))
     conn.execute("select set_config('im1.organisation', %s, true)", (organisation or "",))
     conn.execute("select set_config('im1.batch_id', %s, true)", (str(batch_id),))
-    conn.execute(f"create temp sequence if not exists {ROW_SEQ.split('.')[1]}")
+    # a session-local sequence numbers the rows of each file (reset per file); the cache keeps
+    # nextval cheap and, being this session's alone, the numbers stay contiguous
+    conn.execute(f"create temp sequence if not exists {ROW_SEQ.split('.')[1]} cache 10000")
     conn.execute("select set_config('im1.row_seq', %s, true)", (ROW_SEQ,))
 
 
-def copy_file(conn: psycopg.Connection, schema: str, f: StagedFile) -> int:
-    """COPY one plaintext file into ``schema.<table>``; returns rows loaded. Runs in the caller's transaction."""
+def copy_stream(conn: psycopg.Connection, schema: str, f: StagedFile, reader, head: bytes | None = None) -> int:
+    """COPY one plaintext stream into ``schema.<table>``; returns rows loaded.
+
+    ``reader`` is any object with ``read(n)`` (a file, or a stream still being decrypted); ``head``
+    is data already read from it (used for the header). Runs in the caller's transaction.
+    """
     t0 = time.monotonic()
     raw_table = specs.raw_table_name(f.table)
-    f.header = read_header(f.path, f.encoding)
+    if head is None:
+        head = read_head(reader)
+    if head.startswith(codecs.BOM_UTF8):
+        head = head[len(codecs.BOM_UTF8) :]
+    f.header = parse_header(head, f.encoding, f.path.name)
     existing = _raw_columns(conn, schema, raw_table)
     f.unknown_columns = check_header(f.table, f.header, existing, f.path.name)
     for col in f.unknown_columns:
@@ -115,14 +142,17 @@ def copy_file(conn: psycopg.Connection, schema: str, f: StagedFile) -> int:
         sql.Literal(f.encoding),
     )
     with conn.cursor() as cur:
-        with cur.copy(stmt) as cp, open(f.path, "rb") as fh:
-            first = True
-            while chunk := fh.read(CHUNK):
-                if first and chunk.startswith(codecs.BOM_UTF8):
-                    chunk = chunk[len(codecs.BOM_UTF8) :]
-                first = False
+        with cur.copy(stmt) as cp:
+            cp.write(head)
+            while chunk := reader.read(CHUNK):
                 cp.write(chunk)
         f.rows = cur.rowcount
     f.seconds = time.monotonic() - t0
     log.info("copied %s: %d rows in %.2fs", f.path.name, f.rows, f.seconds)
     return f.rows
+
+
+def copy_file(conn: psycopg.Connection, schema: str, f: StagedFile) -> int:
+    """COPY one plaintext file (see :func:`copy_stream`)."""
+    with open(f.path, "rb") as fh:
+        return copy_stream(conn, schema, f, fh)
