@@ -92,13 +92,16 @@ def gpg_binary() -> str:
 class Keyring:
     """An isolated GnuPG home. Use as a context manager; it is wiped on exit."""
 
-    def __init__(self, home: Path | None = None):
+    def __init__(self, home: Path | None = None, *, cache_passphrase: bool = False):
+        """``cache_passphrase`` lets the agent keep a passphrase for a moment (needed only while
+        generating a key pair, whose subkey must be signed); decryption keyrings never cache."""
         self._owned = home is None
         # agent sockets live in the home; keep the path short (Unix socket names are limited)
         self.home = Path(home) if home else Path(tempfile.mkdtemp(prefix="im1g-"))
         self.home.mkdir(parents=True, exist_ok=True)
         self.home.chmod(0o700)
-        (self.home / "gpg-agent.conf").write_text("default-cache-ttl 0\nmax-cache-ttl 0\n")
+        if not cache_passphrase:
+            (self.home / "gpg-agent.conf").write_text("default-cache-ttl 0\nmax-cache-ttl 0\n")
         self.gpg = _GPG(gpgbinary=gpg_binary(), gnupghome=str(self.home))
         self.gpg.buffer_size = 1 << 20
 

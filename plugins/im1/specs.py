@@ -32,16 +32,60 @@ EMIS_SHARED_TABLES = frozenset(
 )
 
 
+# The key of a record in each EMIS table (im1-formats.md 2.9), always together with the
+# organisation for per-practice tables (EMIS GUIDs are unique only within an organisation).
+# None: an append-only log with no natural key (the whole row identifies it).
+EMIS_KEYS: dict[str, tuple[str, ...] | None] = {
+    "Admin_Location": ("LocationGuid",),
+    "Admin_Organisation": ("OrganisationGuid",),
+    "Admin_OrganisationLocation": ("OrganisationGuid", "LocationGuid"),
+    "Admin_Patient": ("OrganisationGuid", "PatientGuid"),
+    "Admin_PatientHistory": ("OrganisationGuid", "PatientGuid", "HistoryDate", "HistoryTime", "StatusDescription"),
+    "Admin_UserInRole": ("UserInRoleGuid",),
+    "Agreements_SharingOrganisation": ("OrganisationGuid",),
+    "Appointment_Session": ("OrganisationGuid", "AppointmentSessionGuid"),
+    "Appointment_SessionUser": ("SessionGuid", "UserInRoleGuid"),
+    "Appointment_Slot": ("OrganisationGuid", "SlotGuid"),
+    "Audit_PatientAudit": None,
+    "Audit_RegistrationAudit": None,
+    "CareRecord_Consultation": ("OrganisationGuid", "ConsultationGuid"),
+    "CareRecord_Diary": ("OrganisationGuid", "DiaryGuid"),
+    "CareRecord_Observation": ("OrganisationGuid", "ObservationGuid"),
+    "CareRecord_ObservationReferral": ("OrganisationGuid", "ObservationGuid"),
+    "CareRecord_Problem": ("OrganisationGuid", "ObservationGuid"),
+    "Coding_ClinicalCode": ("CodeId", "ParentCodeID"),
+    "Coding_DrugCode": ("CodeId",),
+    "Prescribing_DrugRecord": ("OrganisationGuid", "DrugRecordGuid"),
+    "Prescribing_IssueRecord": ("OrganisationGuid", "IssueRecordGuid"),
+}
+# TPP rows are keyed on the organisation they are visible to and their RowIdentifier (3.5).
+TPP_KEY = ("IDOrganisationVisibleTo", "RowIdentifier")
+
+
+# Known errors in the published specification (include/specs/emis_columns_notes.md): the
+# effective type to validate against instead of the printed one.
+EMIS_SPEC_ERRATA: dict[tuple[str, str], str] = {
+    # "uniqueidentifier ... Link to Admin_UserInRole": a copy-and-paste error; it is a text status
+    ("Admin_PatientHistory", "StatusDescription"): "varchar",
+}
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
     data_type: str
     max_length: str
     nullable: bool | None
+    table: str = ""
 
     @property
     def raw_name(self) -> str:
         return raw_column_name(self.name)
+
+    @property
+    def effective_type(self) -> str:
+        """The type to validate values against (the spec's, unless it is a known erratum)."""
+        return EMIS_SPEC_ERRATA.get((self.table, self.name), self.data_type)
 
 
 @dataclass(frozen=True)
@@ -110,13 +154,14 @@ def emis_tables(spec_path: str | None = None) -> dict[str, EmisTable]:
         while i < len(entries):
             ver, r = entries[i]
             assert ver == "8.2", f"unexpected row order in {p} at {table}.{r['column']}"
-            col = Column(r["column"], r["data_type"], r["max_length"], _bool(r["nullable"]))
+            col = Column(r["column"], r["data_type"], r["max_length"], _bool(r["nullable"]), table)
             v82.append(col)
             # an 8.0 override row may follow the 8.2 row
             if i + 1 < len(entries) and entries[i + 1][0] == "8.0" and entries[i + 1][1]["column"] == r["column"]:
                 r80 = entries[i + 1][1]
                 if r80["data_type"] != "(absent)":
-                    v80.append(Column(r80["column"], r80["data_type"], r80["max_length"], _bool(r80["nullable"])))
+                    v80.append(Column(r80["column"], r80["data_type"], r80["max_length"], _bool(r80["nullable"]),
+                                      table))
                 i += 2
             else:
                 v80.append(col)
