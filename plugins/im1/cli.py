@@ -6,6 +6,7 @@
     im1 warehouse start|stop|status|bootstrap|url
     im1 env                       print the environment (eval "$(im1 env)") for airflow/dbt by hand
     im1 run -- CMD ...            run CMD in that environment, with the warehouse up
+    im1 synth --out DIR ...       synthetic EMIS/TPP deliveries over several days, with ground truth
     im1 sftp-server ...           serve a folder over SFTP (the demo's supplier site)
     im1 dbt gen-sources           regenerate dbt source YAML from include/specs
 """
@@ -131,6 +132,77 @@ def _cmd_sftp_server(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth(a: argparse.Namespace) -> int:
+    import datetime as dt
+    import time
+
+    from im1.crypto import Keyring
+    from im1.synth import supplier
+    from im1.synth.world import build_world
+
+    out = Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    start = dt.date.fromisoformat(a.start)
+    t0 = time.monotonic()
+    total_rows = 0
+    kr = None
+    recipient = None
+    if not a.no_encrypt:
+        kr = Keyring(cache_passphrase=True)
+        if a.recipient_key:
+            recipient = kr.import_key(Path(a.recipient_key).read_text())[0]
+        else:
+            keys = out / "keys"
+            keys.mkdir(mode=0o700, exist_ok=True)
+            kp = kr.generate("IM1 synthetic consumer", "synthetic-consumer@example.invalid", "synthetic")
+            for name, text in (("consumer_public.asc", kp.public_armored), ("consumer_secret.asc", kp.secret_armored),
+                               ("passphrase", kp.passphrase)):
+                (keys / name).write_text(text)
+                (keys / name).chmod(0o600)
+            recipient = kp.fingerprint
+            print(f"generated a demo consumer key pair in {keys} (passphrase in {keys / 'passphrase'})")
+    try:
+        suppliers = ["emis", "tpp"] if a.supplier == "both" else [a.supplier]
+        for sup in suppliers:
+            if sup == "emis":
+                groups = [None] if (a.multi_org or a.practices == 1) else list(range(a.practices))
+                worlds = [
+                    build_world(seed=a.seed + (g or 0), practices=a.practices if g is None else 1,
+                                ods_codes=None if g is None else [f"Z{90001 + g:05d}"],
+                                patients_per_practice=a.patients, start=start, days=a.days, years=a.years,
+                                volume=a.volume, inactive_practices=a.inactive, supplier="emis")
+                    for g in groups
+                ]
+            else:
+                worlds = [build_world(seed=a.seed + 1000, practices=a.practices, patients_per_practice=a.patients,
+                                      start=start, days=a.days, years=a.years, volume=a.volume, supplier="tpp",
+                                      ods_codes=[f"Z{91001 + i:05d}" for i in range(a.practices)])]
+            for world in worlds:
+                for day in range(a.days):
+                    if sup == "emis":
+                        feed_dir = supplier.emis_feed_dir(out, world)
+                        if day == 0 and a.patients * a.practices >= 2000 and not a.legacy_names and a.version == "8.2":
+                            pub = supplier.write_emis_bulk(world, feed_dir, keyring=kr, recipient=recipient,
+                                                           workers=a.workers)
+                        else:
+                            pub = supplier.publish_emis_day(world, day, feed_dir, keyring=kr, recipient=recipient,
+                                                            legacy_names=a.legacy_names, version=a.version)
+                    else:
+                        pub = supplier.publish_tpp_day(world, day, out / "tpp", rebulk_day=a.rebulk_day)
+                    rows = sum(pub.rows.values())
+                    total_rows += rows
+                    print(f"{sup} {world.practices[0].ods_code}{'+' if len(world.practices) > 1 else ''} "
+                          f"day {day} ({pub.data_date}): {len(pub.files)} files, {rows} rows in {pub.seconds:.1f}s")
+                    if not a.no_truth:
+                        supplier.write_truth(world, day, out / "truth" / sup)
+    finally:
+        if kr is not None:
+            kr.close()
+    secs = time.monotonic() - t0
+    print(f"done: {total_rows} rows in {secs:.1f}s ({total_rows / max(secs, 1e-9):,.0f} rows/s) -> {out}")
+    return 0
+
+
 def _cmd_dbt(a: argparse.Namespace) -> int:
     from im1 import dbtgen
 
@@ -146,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="run the platform end to end on synthetic data")
-    d.add_argument("--days", type=int, default=int(os.environ.get("IM1_DEMO_DAYS", "1")))
+    d.add_argument("--days", type=int, default=int(os.environ.get("IM1_DEMO_DAYS", "3")),
+                   help="days of deliveries: a bulk, then daily deltas")
     d.add_argument("--patients", type=int, default=int(os.environ.get("IM1_DEMO_PATIENTS", "300")))
     d.add_argument("--seed", type=int, default=42)
     d.set_defaults(func=_cmd_demo)
@@ -181,6 +254,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--authorized-key", action="append", required=True,
                    help="a client public key file (OpenSSH line) allowed to log in; repeatable")
     s.set_defaults(func=_cmd_sftp_server)
+
+    sy = sub.add_parser("synth", help="generate synthetic EMIS/TPP deliveries with ground truth")
+    sy.add_argument("--out", required=True, help="output folder")
+    sy.add_argument("--supplier", choices=["emis", "tpp", "both"], default="both")
+    sy.add_argument("--practices", type=int, default=1)
+    sy.add_argument("--patients", type=int, default=300, help="patients per practice")
+    sy.add_argument("--days", type=int, default=3, help="day 0 is the bulk, then daily deltas")
+    sy.add_argument("--years", type=float, default=5.0, help="years of clinical history")
+    sy.add_argument("--volume", type=float, default=1.0, help="1.0 = realistic EMIS volumes per patient-year")
+    sy.add_argument("--seed", type=int, default=42)
+    sy.add_argument("--start", default="2026-11-01", help="data date of the bulk")
+    sy.add_argument("--multi-org", action="store_true", help="EMIS: one sharing agreement for all practices")
+    sy.add_argument("--inactive", type=int, default=1, help="EMIS: agreement members that are not activated")
+    sy.add_argument("--legacy-names", action="store_true", help="EMIS: legacy 5-part file names")
+    sy.add_argument("--version", choices=["8.2", "8.0"], default="8.2", help="EMIS spec version")
+    sy.add_argument("--recipient-key", help="consumer's armored PGP public key (default: generate a pair)")
+    sy.add_argument("--no-encrypt", action="store_true")
+    sy.add_argument("--rebulk-day", type=int, help="TPP: re-send SRCode in full on this day")
+    sy.add_argument("--no-truth", action="store_true")
+    sy.add_argument("--workers", type=int, default=None, help="processes for large EMIS bulks (default 2)")
+    sy.set_defaults(func=_cmd_synth)
 
     db = sub.add_parser("dbt", help="dbt helpers")
     db.add_argument("action", choices=["gen-sources"])
