@@ -126,7 +126,7 @@ def pgp_keys():
     """A consumer PGP key pair generated for this session (never stored in the repo)."""
     from im1.crypto import Keyring
 
-    with Keyring() as kr:
+    with Keyring(cache_passphrase=True) as kr:
         kp = kr.generate("IM1 test consumer", "test-consumer@example.invalid", "test-passphrase")
     return kp
 
@@ -135,7 +135,7 @@ def pgp_keys():
 def other_pgp_keys():
     from im1.crypto import Keyring
 
-    with Keyring() as kr:
+    with Keyring(cache_passphrase=True) as kr:
         return kr.generate("Someone else", "someone-else@example.invalid", "other-passphrase")
 
 

@@ -29,15 +29,15 @@ import psycopg
 from im1 import paths, runtime
 from im1.config import Feed, FeedConfig, load_config
 from im1.crypto import Keyring
-from im1.synth import emis as synth_emis
-from im1.synth import truth
+from im1.synth import supplier, truth
 from im1.synth.world import World, build_world
 from im1.transport.sftp_server import generate_ed25519, load_private_key, public_key_line
 from im1.warehouse import BI_READER, Warehouse
 from im1.warehouse.bootstrap import bootstrap, ensure_database
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-DEMO_START = dt.date(2026, 11, 2)
+DEMO_START = dt.date(2026, 11, 1)  # data date of the bulk; each extract is stamped the next morning
+DEMO_YEARS = 3.0  # years of clinical history in the demo practices
 SFTP_USER = "im1-demo"
 
 
@@ -73,7 +73,7 @@ def ensure_keys(keys_dir: Path | None = None) -> DemoKeys:
     pub, sec, pw, fpr = d / "pgp_public.asc", d / "pgp_secret.asc", d / "pgp_passphrase", d / "pgp_fingerprint"
     if not (pub.exists() and sec.exists() and pw.exists() and fpr.exists()):
         passphrase = secrets.token_urlsafe(24)
-        with Keyring() as kr:
+        with Keyring(cache_passphrase=True) as kr:
             kp = kr.generate("IM1 demo consumer", "demo-consumer@example.invalid", passphrase)
         for path, text in ((pub, kp.public_armored), (sec, kp.secret_armored), (pw, passphrase),
                            (fpr, kp.fingerprint)):
@@ -126,6 +126,7 @@ def sftp_root() -> Path:
 
 
 def world_for(feed: Feed, *, days: int, patients: int, seed: int) -> World:
+    """The synthetic population behind a demo feed, with the feed's own identities (GUIDs, ODS codes)."""
     return build_world(
         seed=seed + sum(map(ord, feed.id)),
         ods_codes=[o.ods_code for o in feed.organisations],
@@ -134,26 +135,18 @@ def world_for(feed: Feed, *, days: int, patients: int, seed: int) -> World:
         patients_per_practice=patients,
         start=DEMO_START,
         days=days,
+        years=DEMO_YEARS,
+        inactive_practices=1,
     )
 
 
-def publish_day(world: World, feed: Feed, day: int, keys: DemoKeys) -> list[Path]:
-    """Put day ``day``'s batch for ``feed`` on the demo SFTP site (encrypted to the demo key)."""
-    on = world.start + dt.timedelta(days=day)
+def publish_day(world: World, feed: Feed, day: int, keys: DemoKeys) -> supplier.Published:
+    """Put day ``day``'s batch (0 = bulk, then deltas) for ``feed`` on the demo SFTP site, encrypted."""
     # the remote layout mirrors the feed's path: <root><transport.path>/<yyyyMMdd>/<file>
     feed_dir = sftp_root() / feed.transport.path.strip("/")
     with Keyring() as kr:
         kr.import_key(Path(keys.pgp_public_file).read_text())
-        return synth_emis.write_batch(
-            world,
-            synth_emis.snapshot(world, on),
-            feed_dir,
-            extract_ts=dt.datetime.combine(on, dt.time(2, 0)),
-            batch_number=day + 1,
-            export_type="bulk" if day == 0 else "delta",
-            keyring=kr,
-            recipient=keys.pgp_fingerprint,
-        )
+        return supplier.publish_emis_day(world, day, feed_dir, keyring=kr, recipient=keys.pgp_fingerprint)
 
 
 def _wait_port(host: str, port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
@@ -221,6 +214,35 @@ def run_dag(dag_id: str, logical_date: dt.datetime, env: dict[str, str]) -> floa
     return secs
 
 
+def fresh_start(wh: Warehouse, feeds: list[Feed]) -> None:
+    """Start every demo from a clean slate, so its numbers are reproducible.
+
+    On the embedded warehouse the warehouse database is recreated (Airflow's run history lives in
+    its own database and is kept). On a server named by IM1_WAREHOUSE_URL only the demo feeds'
+    raw rows and ledger entries are removed; nothing else is touched.
+    """
+    import shutil
+
+    from psycopg import sql
+
+    if wh.embedded:
+        with psycopg.connect(wh.url_for("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(wh.database)))
+    else:
+        with psycopg.connect(wh.admin_url) as conn:
+            ids = [f.id for f in feeds]
+            tables = conn.execute(
+                "select table_schema, table_name from information_schema.columns "
+                "where column_name = '_feed_id' and table_schema in ('raw_emis', 'raw_tpp')").fetchall()
+            for schema, table in tables:
+                conn.execute(sql.SQL("delete from {} where _feed_id = any(%s)").format(
+                    sql.Identifier(schema, table)), (ids,))
+            conn.execute("delete from ingest.batches where feed_id = any(%s)", (ids,))
+    for f in feeds:
+        shutil.rmtree(paths.state_dir() / "archive" / f.id, ignore_errors=True)
+    shutil.rmtree(sftp_root(), ignore_errors=True)
+
+
 def read_mart(wh: Warehouse) -> list[tuple]:
     """Read the mart as the read-only BI role, as a BI tool would."""
     with psycopg.connect(wh.role_url(BI_READER)) as conn:
@@ -260,6 +282,8 @@ def run_demo(*, days: int = 1, patients: int = 300, seed: int = 42) -> int:
     with runtime.warehouse_up() as wh:
         say(f"warehouse: {'embedded PostgreSQL' if wh.embedded else 'IM1_WAREHOUSE_URL'} "
             f"at {wh.host}:{wh.port}/{wh.database}")
+        if wh.embedded or os.environ.get("IM1_DEMO_RESET", "1") == "1":
+            fresh_start(wh, feeds)
         bootstrap(wh)
         ensure_database(wh, "airflow")
         env = runtime.local_env(wh)
@@ -275,10 +299,12 @@ def run_demo(*, days: int = 1, patients: int = 300, seed: int = 42) -> int:
             for day in range(days):
                 on = DEMO_START + dt.timedelta(days=day)
                 for f in feeds:
-                    files = publish_day(worlds[f.id], f, day, keys)
-                    say(f"day {day + 1}/{days} ({on}): supplier published {len(files)} encrypted files for {f.id}")
+                    pub = publish_day(worlds[f.id], f, day, keys)
+                    say(f"day {day + 1}/{days} (data {on}): supplier published {'a bulk' if day == 0 else 'a delta'}"
+                        f" for {f.id}: {len(pub.files)} encrypted files, {sum(pub.rows.values()):,} rows")
                 # the run whose data interval ends at 06:00 (London) on the extract day loads that extract
-                logical = dt.datetime.combine(on, dt.time(6, 0), tzinfo=ZoneInfo("Europe/London"))
+                extract_day = World.extract_ts(on).date()
+                logical = dt.datetime.combine(extract_day, dt.time(6, 0), tzinfo=ZoneInfo("Europe/London"))
                 for f in feeds:
                     secs = run_dag(f.dag_id, logical, env)
                     say(f"  {f.dag_id}: fetched, decrypted and loaded in {secs:.1f}s")
@@ -292,7 +318,7 @@ def run_demo(*, days: int = 1, patients: int = 300, seed: int = 42) -> int:
         last = DEMO_START + dt.timedelta(days=days - 1)
         expected = []
         for w in worlds.values():
-            expected += truth.list_size(w, last.replace(day=1))
+            expected += truth.list_size(w, last.replace(day=1), as_of=last)
         got = {(r[0], r[1].isoformat(), r[2], r[3]): r[4] for r in rows}
         want = {(e["practice_code"], e["snapshot_date"], e["sex"], e["age_band"]): e["patients"] for e in expected}
         ok = got == want

@@ -16,8 +16,7 @@ import psycopg
 import pytest
 
 from im1.crypto import Keyring
-from im1.synth import emis as synth_emis
-from im1.synth import truth
+from im1.synth import supplier, truth
 from im1.synth.world import build_world
 from im1.warehouse import BI_READER
 
@@ -58,12 +57,10 @@ def feed_env(tmp_path, monkeypatch, sftp_server, ssh_keys, pgp_keys):
 
 
 def _publish(world, root, day, pgp_keys):
-    on = world.start + dt.timedelta(days=day)
     with Keyring() as kr:
         kr.import_key(pgp_keys.public_armored)
-        return synth_emis.write_batch(world, synth_emis.snapshot(world, on), root / "IM1" / "sftp" / AGREEMENT,
-                                      extract_ts=dt.datetime.combine(on, dt.time(2)), batch_number=day + 1,
-                                      export_type="bulk", keyring=kr, recipient=pgp_keys.fingerprint)
+        return supplier.publish_emis_day(world, day, root / "IM1" / "sftp" / AGREEMENT, keyring=kr,
+                                         recipient=pgp_keys.fingerprint).files
 
 
 def _dags():
@@ -82,14 +79,14 @@ def _raw_rows(db):
 
 def test_demo_slice_end_to_end(feed_env, pgp_keys, warehouse, db):
     world = build_world(seed=2024, patients_per_practice=150, ods_codes=[ODS], org_guids={ODS: ORG_GUID},
-                        agreement_guid=AGREEMENT, start=dt.date(2026, 11, 2))
+                        agreement_guid=AGREEMENT, start=dt.date(2026, 11, 1), years=1)
     files = _publish(world, feed_env.root, 0, pgp_keys)
     assert len(files) == 21 and all(f.name.endswith(".csv.gpg") for f in files)
 
     ingest, transform = _dags()
     run = ingest.test(logical_date=pendulum.datetime(2026, 11, 2, 6, tz="Europe/London"))
     assert run.state == "success"
-    patients_in_extract = sum(1 for p in world.patients if p.reg_date <= world.start)
+    patients_in_extract = sum(1 for p in world.patients if p.reg_date <= world.start)  # the bulk's data date
     assert _raw_rows(db) == patients_in_extract
     batch = db.execute("select status, rows_loaded, schema_version, file_count from ingest.batches "
                        "where feed_id = %s", (FEED,)).fetchone()
@@ -103,7 +100,7 @@ def test_demo_slice_end_to_end(feed_env, pgp_keys, warehouse, db):
                           "from marts.mart_list_size where practice_code = %s", (ODS,)).fetchall()
     snapshot = rows[0][1]
     got = {(r[2], r[3]): r[4] for r in rows}
-    want = {(e["sex"], e["age_band"]): e["patients"] for e in truth.list_size(world, snapshot)}
+    want = {(e["sex"], e["age_band"]): e["patients"] for e in truth.list_size(world, snapshot, as_of=world.start)}
     assert got == want and sum(got.values()) > 100
 
     # a re-run of the same interval finds nothing new: nothing fetched again, nothing doubled
