@@ -1,7 +1,7 @@
 """The code catalogue the synthetic supplier draws from.
 
 Clinical clusters (registers, resolutions, BP, HbA1c, smoking, frailty, sensitive, opt-out) come
-from the PCD refset copies in ``include/codelists``; everyday background concepts and medicines
+from the PCD refset copies in ``dbt_project/seeds/codelists`` (the dbt seeds); everyday background concepts and medicines
 come from ``include/synth`` (synthetic-only catalogues). Each concept gets a stable EMIS
 ``CodeId`` and a placeholder TPP CTV3 code, derived from the concept id so every run agrees.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from im1 import paths
 
-# cluster name -> code list file (include/codelists)
+# cluster name -> code list file (dbt_project/seeds/codelists)
 CLUSTER_FILES = {
     "dm": "dm_cod.csv",
     "hyp": "hyp_cod.csv",
@@ -139,7 +139,7 @@ def _read(path: Path) -> list[dict]:
 @functools.cache
 def catalogue() -> Catalogue:
     cat = Catalogue()
-    lists = paths.include_dir() / "codelists"
+    lists = paths.dbt_project_dir() / "seeds" / "codelists"
     for cluster, fname in CLUSTER_FILES.items():
         codes = []
         for r in _read(lists / fname):
