@@ -32,6 +32,34 @@ EMIS_SHARED_TABLES = frozenset(
 )
 
 
+# Natural keys per EMIS table (im1-formats.md section 2.9: the keys production consumers use, with
+# OrganisationGuid added where the table has it, because EMIS GUIDs are unique only together with
+# it). Delete rows keep their key GUIDs, so these are never empty in a valid file.
+EMIS_KEYS: dict[str, tuple[str, ...]] = {
+    "Admin_Location": ("LocationGuid",),
+    "Admin_Organisation": ("OrganisationGuid",),
+    "Admin_OrganisationLocation": ("OrganisationGuid", "LocationGuid"),
+    "Admin_Patient": ("PatientGuid", "OrganisationGuid"),
+    "Admin_PatientHistory": ("PatientGuid", "OrganisationGuid"),
+    "Admin_UserInRole": ("UserInRoleGuid", "OrganisationGuid"),
+    "Agreements_SharingOrganisation": ("OrganisationGuid",),
+    "Appointment_Session": ("AppointmentSessionGuid", "OrganisationGuid"),
+    "Appointment_SessionUser": ("SessionGuid", "UserInRoleGuid"),
+    "Appointment_Slot": ("SlotGuid", "OrganisationGuid"),
+    "Audit_PatientAudit": ("ItemGuid", "OrganisationGuid"),
+    "Audit_RegistrationAudit": ("PatientGuid", "OrganisationGuid"),
+    "CareRecord_Consultation": ("ConsultationGuid", "PatientGuid", "OrganisationGuid"),
+    "CareRecord_Diary": ("DiaryGuid", "PatientGuid", "OrganisationGuid"),
+    "CareRecord_Observation": ("ObservationGuid", "PatientGuid", "OrganisationGuid"),
+    "CareRecord_ObservationReferral": ("ObservationGuid", "PatientGuid", "OrganisationGuid"),
+    "CareRecord_Problem": ("ObservationGuid", "PatientGuid", "OrganisationGuid"),
+    "Coding_ClinicalCode": ("CodeId",),
+    "Coding_DrugCode": ("CodeId",),
+    "Prescribing_DrugRecord": ("DrugRecordGuid", "PatientGuid", "OrganisationGuid"),
+    "Prescribing_IssueRecord": ("IssueRecordGuid", "PatientGuid", "OrganisationGuid"),
+}
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -83,6 +111,10 @@ class EmisTable:
     @property
     def shared(self) -> bool:
         return self.name in EMIS_SHARED_TABLES
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return EMIS_KEYS.get(self.name, ())
 
 
 def raw_table_name(table: str) -> str:
