@@ -58,10 +58,10 @@ def test_whole_dag_folder_parses_in_under_5_seconds(parsed):
     assert parsed["seconds"] < 5, f"DAG folder took {parsed['seconds']:.2f}s to parse"
 
 
-def test_a_dag_for_every_configured_feed_plus_transform(parsed):
+def test_a_dag_for_every_configured_feed_plus_transform_and_release(parsed):
     from im1.config import load_config
 
-    expected = {f.dag_id for f in load_config().enabled_feeds} | {"im1_transform"}
+    expected = {f.dag_id for f in load_config().enabled_feeds} | {"im1_transform", "im1_release"}
     assert set(parsed["dags"]) == expected
 
 
@@ -100,7 +100,7 @@ def test_multi_feed_config_gives_one_dag_per_feed(tmp_path):
     parsed = parse_dag_folder(feeds)
     assert parsed["errors"] == {}
     assert set(parsed["dags"]) == {"im1_ingest__emis_a81001", "im1_ingest__emis_a81002",
-                                   "im1_ingest__emis_b82003", "im1_transform"}
+                                   "im1_ingest__emis_b82003", "im1_transform", "im1_release"}
 
 
 def test_an_invalid_config_is_an_import_error_naming_the_field(tmp_path):
