@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -239,9 +240,10 @@ def fetch(client: SftpClient, feed: Feed, batch: PlannedBatch, conninfo: str, ar
                     conn.commit()
                     raise
                 digest = sha256_of(dest)
-                if known and digest != known:
+                before = ledger.archived_checksum(conn, feed.id, pf.name, None)
+                if before and digest != before:
                     ledger.log_event(conn, f"{pf.name}: re-fetched with a new checksum {digest[:12]} "
-                                     f"(was {known[:12]})", feed_id=feed.id, batch_id=any_id, level="warning")
+                                     f"(was {before[:12]})", feed_id=feed.id, batch_id=any_id, level="warning")
             for org, bid in batch_ids.items():
                 if pf in _files_for(feed, org, batch):
                     ledger.upsert_file(
@@ -400,9 +402,23 @@ def decrypt_and_copy(conn: psycopg.Connection, kr: Keyring, key: PgpKey, schema:
             head = read_head(stream)
             version = _validate_header(f["table"], f["name"], parse_header(head, name=plain.name))
             rows = copy_stream(conn, schema, sf, stream, head)
+    except psycopg.errors.DataError as err:
+        raise QuarantineError(f"{f['name']}: {copy_error(err)}") from err
     finally:
         plain.unlink(missing_ok=True)
     return rows, version, sf
+
+
+_COPY_LINE = re.compile(r"\bline (\d+)")
+
+
+def copy_error(err: psycopg.Error) -> str:
+    """PostgreSQL's COPY error without the offending row's content (it may hold patient data)."""
+    diag = err.diag
+    msg = diag.message_primary or str(err).splitlines()[0]
+    line = _COPY_LINE.search(diag.context or "")
+    where = f" at line {line.group(1)} of the file (counting the header as line 1)" if line else ""
+    return f"the file is not valid CSV for PostgreSQL COPY: {msg}{where}"
 
 
 def sftp_settings_for(feed: Feed, *, username: str, private_key: str, host_key: str,

@@ -228,15 +228,17 @@ def upsert_file(
     return int(row[0])
 
 
-def archived_checksum(conn: psycopg.Connection, feed_id: str, file_name: str, size: int) -> str | None:
-    """The checksum of an already-archived copy of this file (same feed, name and size), if any."""
+def archived_checksum(conn: psycopg.Connection, feed_id: str, file_name: str, size: int | None) -> str | None:
+    """The checksum of an already-archived copy of this file (same feed, name and size - any size
+    when ``size`` is None), if any."""
     row = conn.execute(
         """
         select f.sha256 from ingest.files f join ingest.batches b using (batch_id)
-         where b.feed_id = %s and f.file_name = %s and f.bytes = %s and f.archive_path is not null
+         where b.feed_id = %s and f.file_name = %s and (%s::bigint is null or f.bytes = %s)
+           and f.archive_path is not null
          order by f.file_id desc limit 1
         """,
-        (feed_id, file_name, size),
+        (feed_id, file_name, size, size),
     ).fetchone()
     return row[0] if row else None
 
