@@ -172,7 +172,7 @@ def archive_dir(feed: Feed) -> Path:
     return paths.state_dir() / "archive" / feed.id
 
 
-def _files_for(feed: Feed, org: str, batch: PlannedBatch) -> list[PlannedFile]:
+def files_for(feed: Feed, org: str, batch: PlannedBatch) -> list[PlannedFile]:
     """Which of a batch's files belong to an organisation's ledger row.
 
     Organisation extract: all of them. Multi-organisation: the shared row holds every file (shared
@@ -209,7 +209,7 @@ def fetch(client: SftpClient, feed: Feed, batch: PlannedBatch, conninfo: str, ar
                 batch_key=batch.batch_key,
                 organisation=org.ods_code,
                 extract_ts=ts,
-                file_count=len(_files_for(feed, org.ods_code, batch)),
+                file_count=len(files_for(feed, org.ods_code, batch)),
                 delivery_batch_id=delivery,
             )
             batch_ids[org.ods_code] = row.batch_id
@@ -245,7 +245,7 @@ def fetch(client: SftpClient, feed: Feed, batch: PlannedBatch, conninfo: str, ar
                     ledger.log_event(conn, f"{pf.name}: re-fetched with a new checksum {digest[:12]} "
                                      f"(was {before[:12]})", feed_id=feed.id, batch_id=any_id, level="warning")
             for org, bid in batch_ids.items():
-                if pf in _files_for(feed, org, batch):
+                if pf in files_for(feed, org, batch):
                     ledger.upsert_file(
                         conn,
                         batch_id=bid,
