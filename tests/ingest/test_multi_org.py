@@ -47,10 +47,15 @@ def _asset_events(dag_id: str) -> list[tuple[str, dict]]:
 def test_multi_org_dag_fans_out_per_practice(site, loader):
     world = site.world(ODS, inactive=["Z91004"])
     site.publish(world, 0)
-    feed = site.feed("emis_multi_dag", ["Z91001", "Z91002"], extract="multi_organisation")
+    # Z91004 is configured but not activated in the agreement: it gets no rows (and no Asset event)
+    feed = site.feed("emis_multi_dag", ["Z91001", "Z91002", "Z91004"], extract="multi_organisation")
     dag = ingest_dag(feed.id)
     run = dag.test(logical_date=pendulum.datetime(2026, 11, 2, 6, tz="Europe/London"))
     assert run.state == "success"
+    labels = {ti.rendered_map_index for ti in run.get_task_instances() if ti.task_id == "organisation.load"}
+    assert labels == {"Z91001", "Z91002", "Z91004", "*"}
+    assert raw_count(loader, "admin_patient", feed.id, "Z91004") == 0
+    assert any("Z91004" in e and "not activated" in e for e in events(loader, feed.id))
     for ods in ("Z91001", "Z91002"):
         assert raw_count(loader, "admin_patient", feed.id, ods) == _expected_patients(world, ods)
     # shared tables once per delivery, as organisation '*'
@@ -65,6 +70,9 @@ def test_multi_org_dag_fans_out_per_practice(site, loader):
     assert raw_count(loader, "admin_patient", feed.id) == 80
     # staging is gone, every batch passed its quality checks
     assert loader.execute("select count(*) from pg_tables where schemaname = 'stage_emis'").fetchone() == (0,)
+    assert [r[:3] for r in batches(loader, feed.id)] == [
+        ("*", "bulk_000001@20261102020000", "loaded"), ("Z91001", "bulk_000001@20261102020000", "loaded"),
+        ("Z91002", "bulk_000001@20261102020000", "loaded"), ("Z91004", "bulk_000001@20261102020000", "loaded")]
     assert {r[0] for r in loader.execute("select quality_status from ingest.batches where feed_id = %s",
                                          (feed.id,))} == {"passed"}
     names = sorted(n for n, _ in _asset_events(dag.dag_id))
