@@ -97,11 +97,12 @@ def test_missing_table_waits_then_fails_at_the_deadline_and_release_loads_it(sit
 
 
 def test_connection_dropped_mid_download_is_retried_and_resumes(site, loader, alerts):
-    world = site.world([ODS], patients=600)
+    world = site.world([ODS], patients=8000)
     folder = site.publish(world, 0)
     big = faults.table_file(folder, "Admin_Patient")
-    assert big.stat().st_size > 45_000
-    site.server.faults.drop_after_bytes[big.name] = 35_000
+    size = big.stat().st_size
+    assert size > 600_000  # several of the client's 256 KiB reads
+    site.server.faults.drop_after_bytes[big.name] = 400_000
     feed = site.feed("emis_dropped", [ODS], retries=2)
     dag = ingest_dag(feed.id)
     run = dag.test(logical_date=LOGICAL)
@@ -114,3 +115,6 @@ def test_connection_dropped_mid_download_is_retried_and_resumes(site, loader, al
     assert len(failed) == 1 and big.name in failed[0] and "resumes the partial download" in failed[0]
     assert batches(loader, feed.id)[0][2] == "loaded"
     assert not alerts  # a retried-and-recovered failure is not an alert
+    # the retry resumed from the partial file instead of starting again at byte 0
+    first, retry = site.server.faults.first_reads[big.name]
+    assert first == 0 and 0 < retry < size, site.server.faults.first_reads
