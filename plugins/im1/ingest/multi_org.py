@@ -118,7 +118,7 @@ def stage(feed: Feed, fetched: dict, key: PgpKey, conninfo: str) -> dict:
         need_stage = bool(orgs_pending) and not staged(conn, feed, delivery, fetched)
         conn.commit()
         if not need_shared and not need_stage:
-            return {"delivery_batch_id": delivery, "staged": False, "shared_rows": 0, "rows_by_org": {},
+            return {"delivery_batch_id": delivery, "staged": False, "shared_rows": 0, "staged_rows": {},
                     "unclaimed_rows": 0}
         pending = [delivery] if need_shared else []
         pending += [ids[o] for o in orgs_pending]
@@ -341,11 +341,13 @@ def load_org(feed: Feed, ods_code: str, fetched: dict, key: PgpKey, conninfo: st
                     cur.execute(stmt, {"feed": feed.id, "ods": ods_code, "batch": batch_id, "file": file_id,
                                        "guid": guid})
                     n = cur.rowcount
-                version = conn.execute("select schema_version, unknown_columns from ingest.files "
-                                       "where batch_id = %s and table_name = %s", (delivery, table)).fetchone()
-                versions.add(version[0])
+                # the delivered file's schema version and unknown columns (recorded when it was staged)
+                file_version, unknown = conn.execute(
+                    "select schema_version, unknown_columns from ingest.files where batch_id = %s and table_name = %s",
+                    (delivery, table)).fetchone()
+                versions.add(file_version)
                 ledger.record_file_rows(conn, file_id, rows_in_file=n, rows_loaded=n, status="loaded",
-                                        schema_version=version[0], unknown_columns=version[1])
+                                        schema_version=file_version, unknown_columns=unknown)
                 total += n
             version = min(v for v in versions if v) if any(versions) else None
             ledger.set_status(conn, batch_id, ledger.LOADED, rows_loaded=total, schema_version=version)
