@@ -34,7 +34,9 @@ def _guids(seed: int, n: int, tag: int) -> list[str]:
 def _codes() -> list[tuple[str, str, str, str, str]]:
     """(CodeId, Value, NumericUnit, ObservationType, Episode) choices from the code lists."""
     out = []
-    lists = paths.include_dir() / "codelists"
+    # the project's clinical code lists (include/codelists, or the dbt seeds where they may move)
+    lists = next((d for d in (paths.include_dir() / "codelists", paths.dbt_project_dir() / "seeds" / "codelists")
+                  if d.is_dir()), paths.include_dir() / "codelists")
     numeric = {"bp_systolic_qof.csv": ("mmHg", 95, 190), "bp_diastolic_qof.csv": ("mmHg", 55, 110),
                "ifcchbam_cod.csv": ("mmol/mol", 30, 110)}
     for name in ("hyp_cod.csv", "ast_cod.csv", "dm_cod.csv", "bp_systolic_qof.csv", "bp_diastolic_qof.csv",
