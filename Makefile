@@ -19,12 +19,13 @@ DBT_SRC   := $(shell find $(DBT_DIR)/models $(DBT_DIR)/macros $(DBT_DIR)/seeds $
              $(DBT_DIR)/dbt_project.yml
 PYTEST_ARGS ?=
 
-.PHONY: help venv manifest demo test lint airflow docs lock clean reset warehouse-stop
+.PHONY: help venv manifest demo test lint airflow docs lock clean reset warehouse-stop bench-ingest
 
 help:
 	@echo "make demo     run the platform end to end on synthetic data (prints the list-size mart)"
 	@echo "make test     run the whole test suite"
 	@echo "make airflow  local Airflow UI + scheduler over the demo's state (http://localhost:8080)"
+	@echo "make bench-ingest  time the platform's load against gpg | psql \\copy (2M/4M rows; not part of make test)"
 	@echo "make lint     ruff"
 	@echo "make lock     re-resolve requirements.txt from requirements.in"
 	@echo "make reset    stop the embedded PostgreSQL and delete all local state (.im1/)"
@@ -54,6 +55,10 @@ demo: $(STAMP) $(MANIFEST)
 test: $(STAMP) $(MANIFEST)
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Not part of `make test`: generates (once, cached under .im1/bench/) and loads millions of rows.
+bench-ingest: $(STAMP)
+	$(BIN)/python -m im1.bench.ingest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

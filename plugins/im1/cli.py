@@ -9,6 +9,8 @@
     im1 synth --out DIR ...       synthetic EMIS/TPP deliveries over several days, with ground truth
     im1 sftp-server ...           serve a folder over SFTP (the demo's supplier site)
     im1 dbt gen-sources           regenerate dbt source YAML from include/specs
+    im1 ingest status [--feed ID] batches per feed/organisation: status, rows, error, freshness
+    im1 ingest release BATCH_ID [--reason TEXT]   re-queue a quarantined batch for the next run
 """
 
 from __future__ import annotations
@@ -212,6 +214,29 @@ def _cmd_dbt(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ingest(a: argparse.Namespace) -> int:
+    import psycopg
+
+    from im1.ingest import ledger, status
+    from im1.runtime import warehouse_up
+    from im1.warehouse import LOADER
+
+    with warehouse_up() as wh, psycopg.connect(wh.role_url(LOADER)) as conn:
+        if a.action == "status":
+            print(status.format_status(conn, feed_id=a.feed, limit=a.limit, problems_only=a.problems))
+            if a.docs:
+                from im1.ingest.quality import data_docs_index
+
+                print(f"\nGreat Expectations Data Docs: {data_docs_index()}")
+            return 0
+        try:
+            print(status.release(conn, a.batch_id, a.reason))
+        except ledger.ReleaseError as err:
+            print(f"cannot release: {err}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="im1", description="IM1 bulk-extract platform")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -275,6 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--no-truth", action="store_true")
     sy.add_argument("--workers", type=int, default=None, help="processes for large EMIS bulks (default 2)")
     sy.set_defaults(func=_cmd_synth)
+
+    ing = sub.add_parser("ingest", help="the ingest ledger: status of batches, release of quarantined ones")
+    isub = ing.add_subparsers(dest="action", required=True)
+    st = isub.add_parser("status", help="batches per feed and organisation: status, rows, error, freshness")
+    st.add_argument("--feed", help="only this feed id")
+    st.add_argument("--limit", type=int, default=5, help="batches shown per feed and organisation (default 5)")
+    st.add_argument("--problems", action="store_true", help="only batches that are not loaded")
+    st.add_argument("--docs", action="store_true", help="also print where the GX Data Docs are")
+    st.set_defaults(func=_cmd_ingest)
+    rel = isub.add_parser("release", help="re-queue a quarantined batch so the next run loads it")
+    rel.add_argument("batch_id", type=int, help="ingest.batches.batch_id (see `im1 ingest status`)")
+    rel.add_argument("--reason", help="why it may be loaded now (kept in the ledger)")
+    rel.set_defaults(func=_cmd_ingest)
 
     db = sub.add_parser("dbt", help="dbt helpers")
     db.add_argument("action", choices=["gen-sources"])

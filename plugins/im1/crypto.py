@@ -2,7 +2,11 @@
 
 Each :class:`Keyring` has its own ``GNUPGHOME`` in a private temporary folder (never the user's
 keyring), an agent that caches no passphrase, and is destroyed on close (agent killed, folder
-removed). Decryption streams from file to file through the ``gpg`` process, so memory stays flat
+removed). Inside that throw-away agent an imported key is re-protected with the smallest S2K
+iteration count: the passphrase is still required for every decryption, but unlocking takes
+milliseconds instead of about half a second per file (21 files per batch). The key's own
+protection in the feed's connection is unchanged, and keys made by :meth:`Keyring.generate` are
+protected with gpg's normal count. Decryption streams from file to file through the ``gpg`` process, so memory stays flat
 whatever the file size, and every failure is told apart in plain words:
 
 * :class:`NoSecretKeyError` - the file was encrypted to a key we do not hold;
@@ -100,10 +104,21 @@ class Keyring:
         self.home = Path(home) if home else Path(tempfile.mkdtemp(prefix="im1g-"))
         self.home.mkdir(parents=True, exist_ok=True)
         self.home.chmod(0o700)
-        if not cache_passphrase:
-            (self.home / "gpg-agent.conf").write_text("default-cache-ttl 0\nmax-cache-ttl 0\n")
+        self._cache_passphrase = cache_passphrase
+        self._agent_conf(fast_unlock=True)
         self.gpg = _GPG(gpgbinary=gpg_binary(), gnupghome=str(self.home))
         self.gpg.buffer_size = 1 << 20
+
+    def _agent_conf(self, *, fast_unlock: bool) -> None:
+        conf = ("" if self._cache_passphrase else "default-cache-ttl 0\nmax-cache-ttl 0\n") + (
+            "s2k-count 65536\n" if fast_unlock else "")
+        path = self.home / "gpg-agent.conf"
+        if path.exists() and path.read_text() == conf:
+            return
+        path.write_text(conf)
+        # a running agent reads its configuration only when it starts
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
     def __enter__(self) -> Keyring:
         return self
@@ -124,6 +139,7 @@ class Keyring:
     # -- keys ----------------------------------------------------------------------------------
     def generate(self, name: str, email: str, passphrase: str) -> KeyPair:
         """A new key pair (Ed25519 signing key with a Curve25519 encryption subkey)."""
+        self._agent_conf(fast_unlock=False)  # the exported secret key keeps gpg's normal protection
         inp = self.gpg.gen_key_input(
             key_type="EDDSA",
             key_curve="ed25519",

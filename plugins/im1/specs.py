@@ -128,6 +128,10 @@ class EmisTable:
     def shared(self) -> bool:
         return self.name in EMIS_SHARED_TABLES
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return EMIS_KEYS.get(self.name, ())
+
 
 def raw_table_name(table: str) -> str:
     return table.lower()

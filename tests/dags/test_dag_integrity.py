@@ -58,10 +58,10 @@ def test_whole_dag_folder_parses_in_under_5_seconds(parsed):
     assert parsed["seconds"] < 5, f"DAG folder took {parsed['seconds']:.2f}s to parse"
 
 
-def test_a_dag_for_every_configured_feed_plus_transform(parsed):
+def test_a_dag_for_every_configured_feed_plus_transform_and_release(parsed):
     from im1.config import load_config
 
-    expected = {f.dag_id for f in load_config().enabled_feeds} | {"im1_transform"}
+    expected = {f.dag_id for f in load_config().enabled_feeds} | {"im1_transform", "im1_release"}
     assert set(parsed["dags"]) == expected
 
 
@@ -100,7 +100,7 @@ def test_multi_feed_config_gives_one_dag_per_feed(tmp_path):
     parsed = parse_dag_folder(feeds)
     assert parsed["errors"] == {}
     assert set(parsed["dags"]) == {"im1_ingest__emis_a81001", "im1_ingest__emis_a81002",
-                                   "im1_ingest__emis_b82003", "im1_transform"}
+                                   "im1_ingest__emis_b82003", "im1_transform", "im1_release"}
 
 
 def test_an_invalid_config_is_an_import_error_naming_the_field(tmp_path):
@@ -109,3 +109,30 @@ def test_an_invalid_config_is_an_import_error_naming_the_field(tmp_path):
     parsed = parse_dag_folder(feeds)
     assert parsed["errors"], "an invalid feed file must surface as a DAG import error"
     assert any("feeds[0].id" in e for e in parsed["errors"].values())
+
+
+def test_ingest_dag_shape_for_each_extract_type():
+    from im1.airflow.ingest import build_ingest_dag
+    from im1.config import parse_config
+
+    def feed(extract: str, n: int):
+        return parse_config({"version": 1, "feeds": [{
+            "id": f"emis_{extract}", "supplier": "emis", "extract": extract, "batch_deadline_hours": 4,
+            "transport": {"kind": "sftp", "host": "h", "path": "/IM1", "conn_id": "c"}, "pgp_conn_id": "p",
+            "sharing_agreement_guid": "45E7CD20-EE37-41AB-90D6-DC9D4B03D102",
+            "organisations": [{"ods_code": f"A8100{i}", "supplier_org_id": f"{{D77C65E1-E100-4272-9386-F4FC383D875{i}}}"}
+                              for i in range(n)]}]}).feeds[0]
+
+    single = build_ingest_dag(feed("organisation", 1))
+    assert set(single.task_dict) == {"discover", "wait_for_batch", "fetch", "organisation.load",
+                                     "organisation.quality"}
+    sensor = single.task_dict["wait_for_batch"]
+    assert sensor.mode == "reschedule" and single.params["batch_deadline_hours"] == 4
+    multi = build_ingest_dag(feed("multi_organisation", 3))
+    assert set(multi.task_dict) == {"discover", "wait_for_batch", "fetch", "stage", "organisation.load",
+                                    "organisation.quality", "cleanup"}
+    assert multi.task_dict["stage"].is_setup and multi.task_dict["cleanup"].is_teardown
+    assert multi.task_dict["organisation.load"].upstream_task_ids >= {"stage", "fetch"}
+    # the quality task publishes through an alias (assets chosen at run time, per organisation)
+    outlets = multi.task_dict["organisation.quality"].outlets
+    assert [type(o).__name__ for o in outlets] == ["AssetAlias"] and outlets[0].name == "im1_raw__emis_multi_organisation"

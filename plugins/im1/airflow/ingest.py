@@ -1,42 +1,97 @@
 """Build one daily ingest DAG per configured feed (the DAG file only calls :func:`build_all`).
 
-Shape: ``discover`` (list the landing place, group complete batches) -> ``fetch`` (download and
-archive) -> ``load`` (decrypt, validate, COPY, ledger), mapped per organisation and labelled by
-ODS code. ``load`` publishes the feed-and-organisation Asset only when rows were loaded.
+Shape::
+
+    discover -> wait_for_batch (sensor) -> fetch -> [stage] -> organisation[ods].load -> organisation[ods].quality
+                                                                                        -> [cleanup (teardown)]
+
+* ``discover`` lists the landing place and groups files into batches of this data interval;
+* ``wait_for_batch`` (reschedule mode) waits until every expected table of those batches is
+  there; after the feed's ``batch_deadline_hours`` it quarantines the incomplete batches and
+  fails with an alert naming the missing tables;
+* ``fetch`` downloads and archives the encrypted originals;
+* multi-organisation feeds only: ``stage`` loads the shared tables once (organisation ``*``)
+  and COPYs each per-practice file once into UNLOGGED staging; ``cleanup`` drops staging;
+* ``organisation`` is a task group mapped per ODS code (and ``*`` for a multi-organisation
+  feed's shared tables): ``load`` (one transaction per batch and organisation), then
+  ``quality`` (Great Expectations from the spec), which publishes the feed-and-organisation
+  Asset through an AssetAlias only when that organisation's rows changed and passed.
+
 Everything heavy is imported inside the tasks, so parsing stays cheap.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pendulum
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetAlias,
+    CronDataIntervalTimetable,
+    Param,
+    setup,
+    task,
+    task_group,
+    teardown,
+)
 
 from im1.airflow.callbacks import notify_failure
 from im1.config import Feed, FeedConfig, load_config
 from im1.warehouse import CONN_LOADER
 
+SHARED = "*"  # the organisation label of a multi-organisation delivery's shared tables (im1.ingest.ledger.SHARED)
+# the sensor's own time limit is the batch deadline (a DAG param); this is only a backstop
+SENSOR_BACKSTOP = dt.timedelta(days=7)
+
 DOC = """
 ### IM1 ingest: {feed_id} ({supplier}, {extract})
 
-Daily at `{schedule}` ({tz}). Fetches every complete batch delivered up to the end of the data
-interval, archives the encrypted originals, decrypts them in a private work folder, validates the
-headers against the spec and COPYs them into `{schema}` in one transaction per batch and
-organisation. Bad batches are quarantined with the reason in `ingest.batches`.
+Daily at `{schedule}` ({tz}). Waits (up to `batch_deadline_hours`, a run parameter, default
+{deadline} h) until every table of the interval's batches has arrived, fetches them, archives the
+encrypted originals, decrypts them in a private work folder, validates the headers against the
+spec and COPYs them into `{schema}` in one transaction per batch and organisation, then checks each
+raw batch with Great Expectations. Bad batches are quarantined with the reason in
+`ingest.batches`; `im1 ingest release <batch_id>` (or the `im1_release` DAG) re-queues one.
 
 Organisations: {orgs}
 """
 
 
+def poke_seconds() -> float:
+    """Seconds between two looks at the landing place while a batch is incomplete (IM1_BATCH_POKE_SECONDS)."""
+    return float(os.environ.get("IM1_BATCH_POKE_SECONDS", "300"))
+
+
+def deadline_hours(feed: Feed) -> float:
+    """The default batch deadline: IM1_BATCH_DEADLINE_HOURS overrides the feed's batch_deadline_hours."""
+    env = os.environ.get("IM1_BATCH_DEADLINE_HOURS")
+    return float(env) if env else float(feed.batch_deadline_hours)
+
+
 def raw_asset(feed: Feed, ods_code: str) -> Asset:
-    """The Asset for one feed and organisation's raw data (updated when rows are loaded)."""
-    return Asset(name=f"im1_raw__{feed.id}__{ods_code}", uri=f"im1://raw/{feed.supplier}/{feed.id}/{ods_code}",
+    """The Asset for one feed and organisation's raw data (updated when its rows change).
+
+    ``ods_code`` ``*`` is a multi-organisation feed's shared tables (asset suffix ``shared``).
+    """
+    label = "shared" if ods_code == SHARED else ods_code
+    return Asset(name=f"im1_raw__{feed.id}__{label}", uri=f"im1://raw/{feed.supplier}/{feed.id}/{label}",
                  group="im1_raw")
 
 
+def raw_alias(feed: Feed) -> AssetAlias:
+    return AssetAlias(name=f"im1_raw__{feed.id}")
+
+
+def organisations(feed: Feed) -> list[str]:
+    orgs = [o.ods_code for o in feed.organisations]
+    return [*orgs, SHARED] if feed.extract == "multi_organisation" else orgs
+
+
 def all_raw_assets(cfg: FeedConfig) -> list[Asset]:
-    return [raw_asset(f, o.ods_code) for f in cfg.enabled_feeds for o in f.organisations]
+    return [raw_asset(f, o) for f in cfg.enabled_feeds for o in organisations(f)]
 
 
 def default_args(feed: Feed) -> dict:
@@ -52,10 +107,26 @@ def default_args(feed: Feed) -> dict:
     }
 
 
+def _until(data_interval_end, feed: Feed) -> dt.datetime | None:
+    if data_interval_end is None:
+        return None
+    return pendulum.instance(data_interval_end).in_timezone(feed.timezone).naive()
+
+
+def _waited(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
 def build_ingest_dag(feed: Feed) -> DAG:
     if feed.supplier != "emis":
         raise NotImplementedError(f"feed {feed.id}: only EMIS feeds have an ingest DAG so far")
     orgs = [o.ods_code for o in feed.organisations]
+    multi = feed.extract == "multi_organisation"
+    alias = raw_alias(feed)
     with DAG(
         dag_id=feed.dag_id,
         description=f"IM1 {feed.supplier.upper()} ingest for {', '.join(orgs)}",
@@ -65,10 +136,17 @@ def build_ingest_dag(feed: Feed) -> DAG:
         catchup=feed.catchup,
         max_active_runs=1,
         default_args=default_args(feed),
+        params={
+            "batch_deadline_hours": Param(
+                deadline_hours(feed), type="number", minimum=0,
+                description="How long to wait for a complete batch before quarantining it and alerting",
+            ),
+        },
         tags=["im1", "ingest", feed.supplier, *orgs, *feed.tags],
         doc_md=DOC.format(
             feed_id=feed.id, supplier=feed.supplier, extract=feed.extract, schedule=feed.schedule,
             tz=feed.timezone, schema=f"raw_{feed.supplier}", orgs=", ".join(orgs),
+            deadline=deadline_hours(feed),
         ),
     ) as dag:
 
@@ -83,23 +161,53 @@ def build_ingest_dag(feed: Feed) -> DAG:
             from im1.transport.sftp import SftpClient
 
             conninfo = connections.postgres_conninfo(CONN_LOADER)
+            until = _until(data_interval_end, feed)
             with SftpClient(connections.sftp_settings(feed)) as client:
-                found = emis_pipeline.discover(client, feed, conninfo)
-            until = None
-            if data_interval_end is not None:
-                until = pendulum.instance(data_interval_end).in_timezone(feed.timezone).naive()
-            ready = [b for b in found.ready if until is None or dt.datetime.fromisoformat(b.extract_ts) < until]
-            later = len(found.ready) - len(ready)
-            print(f"complete batches to load: {[b.batch_key for b in ready]}; already loaded: "
-                  f"{len(found.already_loaded)}; incomplete: {found.incomplete}; after this interval: {later}")
+                found = emis_pipeline.discover(client, feed, conninfo, until=until)
+            print(f"complete batches to load: {[b.batch_key for b in found.ready]}; incomplete: {found.incomplete}; "
+                  f"already done: {len(found.already_loaded)}; after this interval: {found.after_interval}")
             if found.foreign_files:
                 print(f"files that are not EMIS extracts for this agreement (ignored): {found.foreign_files}")
-            if not ready:
-                raise AirflowSkipException("no new complete batch for this interval")
-            return {"ready": [asdict(b) for b in ready]}
+            if not found.ready and not found.incomplete:
+                raise AirflowSkipException("no new batch for this interval")
+            return {"ready": [asdict(b) for b in found.ready], "incomplete": found.incomplete,
+                    "until": until.isoformat() if until else None}
+
+        @task.sensor(poke_interval=poke_seconds(), timeout=SENSOR_BACKSTOP, mode="reschedule")
+        def wait_for_batch(discovered: dict, params=None):
+            from dataclasses import asdict
+
+            from airflow.sdk import PokeReturnValue, get_current_context, timezone
+            from airflow.sdk.exceptions import AirflowFailException
+
+            if not discovered["incomplete"]:
+                return PokeReturnValue(is_done=True, xcom_value={"ready": discovered["ready"]})
+            from im1.airflow import connections
+            from im1.ingest import emis_pipeline
+            from im1.transport.sftp import SftpClient
+
+            conninfo = connections.postgres_conninfo(CONN_LOADER)
+            until = dt.datetime.fromisoformat(discovered["until"]) if discovered["until"] else None
+            with SftpClient(connections.sftp_settings(feed)) as client:
+                found = emis_pipeline.discover(client, feed, conninfo, until=until)
+            if not found.incomplete:
+                print(f"every batch is complete: {[b.batch_key for b in found.ready]}")
+                return PokeReturnValue(is_done=True, xcom_value={"ready": [asdict(b) for b in found.ready]})
+            context = get_current_context()
+            now = timezone.utcnow()
+            started = context["ti"].get_first_reschedule_date(context) or now
+            waited = (now - started).total_seconds()
+            deadline = float(params["batch_deadline_hours"]) * 3600
+            if waited >= deadline:
+                alert = emis_pipeline.quarantine_incomplete(feed, found.incomplete, conninfo,
+                                                            waited=_waited(max(waited, deadline)))
+                raise AirflowFailException(alert)
+            print(f"waiting ({_waited(waited)} of {_waited(deadline)}) for: " + "; ".join(
+                f"{b['batch_key']} missing {', '.join(b['missing_tables'])}" for b in found.incomplete))
+            return PokeReturnValue(is_done=False)
 
         @task
-        def fetch(discovered: dict) -> list[dict]:
+        def fetch(plan: dict) -> list[dict]:
             from im1.airflow import connections
             from im1.ingest import emis_pipeline
             from im1.transport.sftp import SftpClient
@@ -107,31 +215,113 @@ def build_ingest_dag(feed: Feed) -> DAG:
             conninfo = connections.postgres_conninfo(CONN_LOADER)
             out = []
             with SftpClient(connections.sftp_settings(feed)) as client:
-                for b in discovered["ready"]:
+                for b in plan["ready"]:
                     out.append(emis_pipeline.fetch(client, feed, emis_pipeline.PlannedBatch.from_dict(b), conninfo))
             return out
 
-        @task(map_index_template="{{ ods_code }}", outlets=[raw_asset(feed, o) for o in orgs]
-              if len(orgs) == 1 else [])
-        def load(ods_code: str, fetched: list[dict]) -> dict:
-            from airflow.sdk import get_current_context
-            from airflow.sdk.exceptions import AirflowSkipException
+        @setup
+        def stage(fetched: list[dict]) -> list[dict]:
+            """Shared tables into raw once (organisation '*'); per-practice files COPYed once into staging."""
+            from airflow.sdk.exceptions import AirflowFailException
 
             from im1.airflow import connections
-            from im1.ingest import emis_pipeline
+            from im1.ingest import multi_org
+            from im1.ingest.emis_pipeline import QuarantineError
 
-            get_current_context()["ods_code"] = ods_code
             conninfo = connections.postgres_conninfo(CONN_LOADER)
             key = connections.pgp_key(feed)
-            results = [emis_pipeline.load(feed, ods_code, b, key, conninfo) for b in fetched]
+            out, bad = [], []
+            for b in fetched:
+                try:
+                    out.append(multi_org.stage(feed, b, key, conninfo))
+                except QuarantineError as err:
+                    bad.append(str(err))
+            print(f"staged: {out}")
+            if bad:
+                raise AirflowFailException(" | ".join(bad))
+            return out
+
+        @task(map_index_template="{{ ods_code }}")
+        def load(ods_code: str, fetched: list[dict]) -> dict:
+            from airflow.sdk import get_current_context
+            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+            from im1.airflow import connections
+            from im1.ingest import emis_pipeline, multi_org
+            from im1.ingest.emis_pipeline import QuarantineError
+
+            get_current_context()["ods_code"] = ods_code
+            if ods_code == SHARED:  # loaded by `stage`; `quality` checks it
+                return {"ods_code": ods_code, "rows": None, "batches": []}
+            conninfo = connections.postgres_conninfo(CONN_LOADER)
+            key = connections.pgp_key(feed)
+            step = multi_org.load_org if multi else emis_pipeline.load
+            results, quarantined = [], []
+            # oldest first: batches are applied in extract-timestamp order
+            for b in sorted(fetched, key=lambda x: x["extract_ts"]):
+                try:
+                    results.append(step(feed, ods_code, b, key, conninfo))
+                except QuarantineError as err:
+                    quarantined.append(str(err))
             rows = sum(r["rows"] for r in results)
             print(f"{ods_code}: {rows} rows loaded from {len(results)} batch(es): {results}")
+            if quarantined:
+                raise AirflowFailException(" | ".join(quarantined))
             if all(r.get("skipped") for r in results):
                 raise AirflowSkipException(f"{ods_code}: every batch was already loaded")
             return {"ods_code": ods_code, "rows": rows, "batches": results}
 
-        fetched = fetch(discover())
-        load.partial(fetched=fetched).expand(ods_code=orgs)
+        @task(map_index_template="{{ ods_code }}", outlets=[alias])
+        def quality(ods_code: str, fetched: list[dict], loaded: dict, outlet_events=None) -> dict:
+            from airflow.sdk import get_current_context
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from im1.airflow import connections
+            from im1.ingest import quality as gxq
+
+            get_current_context()["ods_code"] = ods_code
+            conninfo = connections.postgres_conninfo(CONN_LOADER)
+            batch_ids = [int(b["batch_ids"][ods_code]) for b in fetched if ods_code in b["batch_ids"]]
+            try:
+                results = gxq.check_batches(batch_ids, conninfo)
+            except gxq.QualityError as err:
+                raise AirflowFailException(f"{err} (Data Docs: {gxq.data_docs_index()})") from err
+            rows = sum(r.rows for r in results)
+            print(f"{ods_code}: {sum(r.checks for r in results)} expectations passed on {len(results)} batch(es); "
+                  f"Data Docs: {gxq.data_docs_index()}")
+            if rows:
+                outlet_events[alias].add(raw_asset(feed, ods_code), extra={
+                    "batches": [r.batch_key for r in results], "batch_ids": [r.batch_id for r in results],
+                    "rows": rows})
+            return {"ods_code": ods_code, "rows": rows, "batches": [r.to_dict() for r in results]}
+
+        @task_group(group_id="organisation")
+        def per_organisation(ods_code: str, fetched: list[dict]):
+            loaded = load(ods_code=ods_code, fetched=fetched)
+            quality(ods_code=ods_code, fetched=fetched, loaded=loaded)
+
+        plan = wait_for_batch(discover())
+        fetched = fetch(plan)
+        if multi:
+            staged = stage(fetched)
+            group = per_organisation.partial(fetched=fetched).expand(ods_code=organisations(feed))
+            staged >> group
+
+            @teardown
+            def cleanup(fetched: list[dict]) -> None:
+                """Drop the staging tables of this run's deliveries (rebuilt from the archive if needed)."""
+                from im1.airflow import connections
+                from im1.ingest import multi_org
+
+                conninfo = connections.postgres_conninfo(CONN_LOADER)
+                for b in fetched:
+                    multi_org.cleanup(feed, b, conninfo, force=True)
+
+            dropped = cleanup(fetched)
+            staged >> dropped  # `stage` is its setup: cleared together, and it drops what stage built
+            group >> dropped
+        else:
+            per_organisation.partial(fetched=fetched).expand(ods_code=orgs)
     return dag
 
 

@@ -447,7 +447,7 @@ def iter_snapshot(world: World, as_of: dt.date, patients: Iterable[Patient] | No
             for row in rows.values():
                 yield table, row
     staff_by_ods = {p.ods_code: world.staff_of(p.ods_code) for p in world.practices if p.activated}
-    for p in patients if patients is not None else world.patients:
+    for p in patients if patients is not None else world.delivered_patients():
         rec = patient_record(world, p, staff_by_ods[p.ods_code])
         for table, rows in view.patient_tables(rec, d).items():
             for row in rows.values():
@@ -463,7 +463,7 @@ def delta(world: World, day: dt.date) -> dict[str, list[tuple]]:
     for table in new:
         out[table] += _diff(old[table], new[table], table)
     staff_by_ods = {p.ods_code: world.staff_of(p.ods_code) for p in world.practices if p.activated}
-    for p in world.patients:
+    for p in world.delivered_patients():
         rec = patient_record(world, p, staff_by_ods[p.ods_code])
         old, new = view.patient_tables(rec, d - 1), view.patient_tables(rec, d)
         out["CareRecord_Observation"] += _intermediate(rec, view, d)

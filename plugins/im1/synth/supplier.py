@@ -108,7 +108,7 @@ def _render_part(args: tuple) -> dict[str, int]:
     projectors = {t: emis.COLS[t].projector("8.2") for t in emis.PER_PATIENT}
     pid = {t: lo * 10_000 for t in emis.PER_PATIENT}  # ProcessingIds stay increasing across the slices
     staff_by_ods = {p.ods_code: world.staff_of(p.ods_code) for p in world.practices if p.activated}
-    for p in world.patients[lo:hi]:
+    for p in world.delivered_patients()[lo:hi]:
         rec = patient_record(world, p, staff_by_ods[p.ods_code])
         for t, rows in view.patient_tables(rec, d).items():
             w, project = writers[t], projectors[t]
@@ -130,7 +130,7 @@ def write_emis_bulk(world: World, feed_dir: Path, *, keyring: Keyring | None, re
     extract_ts = World.extract_ts(data_date)
     tmp = Path(tempfile.mkdtemp(prefix="im1-bulk-"))
     try:
-        n = len(world.patients)
+        n = len(world.delivered_patients())
         bounds = [(n * i // workers, n * (i + 1) // workers) for i in range(workers)]
         jobs = []
         for i, (lo, hi) in enumerate(bounds):

@@ -261,7 +261,7 @@ def tables_as_of(world: World, as_of: dt.date) -> dict[str, dict]:
     d = as_of.toordinal()
     out = view.practice_tables(d)
     staff_by_ods = {p.ods_code: world.staff_of(p.ods_code) for p in world.practices if p.activated}
-    for p in world.patients:
+    for p in world.delivered_patients():
         rec = patient_record(world, p, staff_by_ods[p.ods_code])
         for name, rows in view.patient_tables(rec, d).items():
             out.setdefault(name, {}).update(rows)

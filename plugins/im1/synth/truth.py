@@ -138,7 +138,7 @@ def compute(world: World, as_of: dt.date, records=None) -> dict[str, list[dict]]
     r12 = months_before(r, 12)
     r9 = months_before(r, 9)
     staff_by_ods = {p.ods_code: world.staff_of(p.ods_code) for p in world.practices if p.activated}
-    for p in world.patients:
+    for p in (world.patients if records else world.delivered_patients()):
         rec = records(p) if records else patient_record(world, p, staff_by_ods[p.ods_code])
         v = _View(rec, as_of)
         if not v.visible:

@@ -180,6 +180,11 @@ class World:
     def patients_of(self, ods: str) -> list[Patient]:
         return [p for p in self.patients if p.ods_code == ods]
 
+    def delivered_patients(self) -> list[Patient]:
+        """Patients of activated practices (an agreement member that is not activated sends no data)."""
+        active = {p.ods_code for p in self.practices if p.activated}
+        return [p for p in self.patients if p.ods_code in active]
+
 
 class Rng(random.Random):
     def guid(self) -> str:

@@ -34,6 +34,13 @@ class Faults:
     # seconds to stall each directory listing
     listing_delay: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # file name -> the offset of the first read of each opening of the file (a download that
+    # resumes after a drop starts past 0; one that restarts starts at 0 again)
+    first_reads: dict[str, list[int]] = field(default_factory=dict)
+
+    def opened_at(self, name: str, offset: int) -> None:
+        with self.lock:
+            self.first_reads.setdefault(name, []).append(offset)
 
     def take_drop(self, name: str, offset: int) -> bool:
         with self.lock:
@@ -119,6 +126,7 @@ class _Handle(SFTPHandle):
         self._path = path
         self._server = server
         self._transport = transport
+        self._read_yet = False
 
     def stat(self):
         return SFTPAttributes.from_stat(os.fstat(self.readfile.fileno()))
@@ -130,6 +138,9 @@ class _Handle(SFTPHandle):
             time.sleep(0.3)
             self._transport.close()
             return SFTP_FAILURE
+        if not self._read_yet:
+            self._read_yet = True
+            self._server.faults.opened_at(self._path.name, offset)
         return super().read(offset, length)
 
 

@@ -22,6 +22,9 @@ from im1.warehouse import BI_READER, LOADER, ROLES, TRANSFORMER, Warehouse
 log = logging.getLogger(__name__)
 
 RAW_SCHEMAS = {"emis": "raw_emis", "tpp": "raw_tpp"}
+# Multi-organisation deliveries are COPYed once into UNLOGGED tables here, then split per
+# organisation into raw (see im1.ingest.multi_org); the tables live only while a batch is loading.
+STAGE_SCHEMAS = {"emis": "stage_emis"}
 INGEST_SCHEMA = "ingest"
 # dbt layers (the dbt project's generate_schema_name macro uses these names verbatim)
 DBT_SCHEMAS = ("reference", "staging", "intermediate", "marts", "published", "dbt_test_audit")
@@ -99,6 +102,7 @@ create table if not exists ingest.files (
     constraint files_batch_name_uq unique (batch_id, file_name)
 );
 create index if not exists files_sha256_ix on ingest.files (sha256);
+create index if not exists files_batch_ix on ingest.files (batch_id);
 create table if not exists ingest.events (
     event_id    bigserial primary key,
     at          timestamptz not null default now(),
@@ -106,6 +110,38 @@ create table if not exists ingest.events (
     batch_id    bigint,
     level       text not null default 'info',
     message     text not null
+);
+create index if not exists events_batch_ix on ingest.events (batch_id);
+-- added by the ingest hardening (kept as separate statements so existing ledgers are upgraded)
+alter table ingest.batches add column if not exists released_at timestamptz;
+alter table ingest.batches add column if not exists release_note text;
+alter table ingest.batches add column if not exists quality_status text;
+alter table ingest.batches add column if not exists quality_checked_at timestamptz;
+alter table ingest.batches add column if not exists delivery_batch_id bigint;
+-- one row per expectation evaluated on a raw batch (Great Expectations, driven by the spec)
+create table if not exists ingest.quality_checks (
+    check_id        bigserial primary key,
+    batch_id        bigint not null references ingest.batches (batch_id) on delete cascade,
+    file_id         bigint references ingest.files (file_id) on delete cascade,
+    table_name      text not null,
+    expectation     text not null,
+    column_name     text,
+    success         boolean not null,
+    observed_value  jsonb,
+    run_id          text not null,
+    run_at          timestamptz not null default now()
+);
+create index if not exists quality_checks_batch_ix on ingest.quality_checks (batch_id);
+-- rows of a multi-organisation delivery that belong to no configured organisation (never dropped
+-- silently: counted here, and the encrypted original stays in the archive)
+create table if not exists ingest.unclaimed_rows (
+    batch_id           bigint not null references ingest.batches (batch_id) on delete cascade,
+    table_name         text not null,
+    organisation_guid  text not null,
+    rows               bigint not null,
+    in_agreement       boolean not null,
+    is_activated       boolean,
+    primary key (batch_id, table_name, organisation_guid)
 );
 """
 
@@ -155,6 +191,8 @@ def _schemas(conn: psycopg.Connection) -> None:
         conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("alter schema {} owner to {}").format(sql.Identifier(schema), sql.Identifier(owner)))
 
+    for schema in STAGE_SCHEMAS.values():
+        owned(schema, LOADER)  # loader only: nobody else reads half-split deliveries
     for schema in [*RAW_SCHEMAS.values(), INGEST_SCHEMA]:
         owned(schema, LOADER)
         s = sql.Identifier(schema)

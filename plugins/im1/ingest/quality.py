@@ -1,0 +1,329 @@
+"""Great Expectations checks on each raw batch, generated from the extract specification.
+
+For every table of a loaded batch (ledger file status ``loaded``) the checks are:
+
+* ``expect_table_row_count_to_equal``: the rows in raw for the batch equal the rows the ledger
+  counted in the delivered file (catches a lost or doubled load);
+* ``expect_column_values_to_match_regex`` on every ``uniqueidentifier`` column: a braced upper-case
+  GUID or empty (EMIS sends empty for NULL);
+* ``expect_column_values_to_match_regex`` on every ``date`` (``yyyy-MM-dd``) and ``datetime``
+  (``yyyy-MM-dd[ HH:mm[:ss[.fff]]]``) column, or empty;
+* ``expect_column_values_to_not_be_null`` and ``..._to_not_match_regex('^\\s*$')`` on the table's
+  keys (``specs.EMIS_KEYS``).
+
+A header-only file gets the row-count check only (the column checks cannot fail on no rows).
+
+The column lists and types come from ``include/specs/emis_columns.csv`` for the schema version
+detected in the file's header; nothing is written per table by hand.
+
+GX Core is imported only inside :func:`check_batches` (a heavy import: never at DAG-parse time).
+The GX project is ``include/gx/great_expectations.yml``, copied at run time to
+``<state dir>/gx/gx/``, where the suites, every validation result and the Data Docs site live.
+Every expectation result is also stored in ``ingest.quality_checks``.
+
+A batch that fails any check is **quarantined**: its rows are deleted from raw in the same
+transaction that records the reason (the failed expectations) in ``ingest.batches``, so raw never
+holds a batch that failed its checks, and releasing the batch loads (and checks) it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from im1 import paths, specs
+from im1.ingest import ledger
+from im1.warehouse.bootstrap import RAW_SCHEMAS
+
+log = logging.getLogger(__name__)
+
+GUID_OR_EMPTY = r"^(\{[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\})?$"
+GUID = r"^\{[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\}$"
+DATE_OR_EMPTY = r"^([0-9]{4}-[0-9]{2}-[0-9]{2})?$"
+DATETIME_OR_EMPTY = r"^([0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?)?$"
+BLANK = r"^\s*$"
+DATASOURCE = "im1_raw"
+URL_ENV = "IM1_GX_WAREHOUSE_URL"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One planned expectation (plain data, so the plan can be tested without GX)."""
+
+    expectation: str  # GX expectation type, e.g. expect_column_values_to_match_regex
+    column: str | None = None  # raw column name
+    regex: str | None = None
+    why: str = ""
+
+    def build(self, gxe, rows_param: str):
+        if self.expectation == "expect_table_row_count_to_equal":
+            return gxe.ExpectTableRowCountToEqual(value={"$PARAMETER": rows_param})
+        if self.expectation == "expect_column_values_to_match_regex":
+            return gxe.ExpectColumnValuesToMatchRegex(column=self.column, regex=self.regex)
+        if self.expectation == "expect_column_values_to_not_match_regex":
+            return gxe.ExpectColumnValuesToNotMatchRegex(column=self.column, regex=self.regex)
+        if self.expectation == "expect_column_values_to_not_be_null":
+            return gxe.ExpectColumnValuesToNotBeNull(column=self.column)
+        raise ValueError(self.expectation)
+
+
+def plan_checks(table: str, version: str = specs.LATEST_EMIS_VERSION) -> list[Check]:
+    """The expectations for one EMIS table, derived from the spec's column types and keys."""
+    t = specs.emis_table(table)
+    # key columns that must always be filled (a nullable key part, e.g. ParentCodeID, may be empty)
+    keys = {specs.raw_column_name(c.name) for c in t.columns(version)
+            if c.name in (t.keys or ()) and c.nullable is not True}
+    checks = [Check("expect_table_row_count_to_equal", why="rows in raw = rows in the delivered file (ledger)")]
+    for c in t.columns(version):
+        name = c.raw_name
+        # a known erratum in the printed spec, where one is recorded, wins over the printed type
+        kind = getattr(c, "effective_type", c.data_type).lower()
+        if kind == "uniqueidentifier":
+            checks.append(Check("expect_column_values_to_match_regex", name, GUID if name in keys else GUID_OR_EMPTY,
+                                "braced upper-case GUID" + ("" if name in keys else " or empty")))
+        elif kind == "date":
+            checks.append(Check("expect_column_values_to_match_regex", name, DATE_OR_EMPTY, "ISO date or empty"))
+        elif kind == "datetime":
+            checks.append(Check("expect_column_values_to_match_regex", name, DATETIME_OR_EMPTY,
+                                "ISO date(-time) or empty"))
+        if name in keys:
+            checks.append(Check("expect_column_values_to_not_be_null", name, why="key"))
+            if kind != "uniqueidentifier":  # the GUID regex above already refuses empty keys
+                checks.append(Check("expect_column_values_to_not_match_regex", name, BLANK, "key not empty"))
+    return checks
+
+
+@dataclass
+class BatchQuality:
+    batch_id: int
+    organisation: str
+    batch_key: str
+    success: bool
+    rows: int
+    failures: list[str] = field(default_factory=list)
+    checks: int = 0
+
+    def to_dict(self) -> dict:
+        return {"batch_id": self.batch_id, "organisation": self.organisation, "batch_key": self.batch_key,
+                "success": self.success, "rows": self.rows, "failures": self.failures, "checks": self.checks}
+
+
+class QualityError(RuntimeError):
+    """At least one batch failed its checks (and was quarantined)."""
+
+    def __init__(self, results: list[BatchQuality]):
+        self.results = results
+        bad = [r for r in results if not r.success]
+        super().__init__(
+            "quality check failed, batch(es) quarantined: "
+            + " | ".join(f"batch {r.batch_id} ({r.batch_key}, {r.organisation}): {'; '.join(r.failures)}"
+                         for r in bad)
+        )
+
+
+def gx_root() -> Path:
+    return paths.state_dir() / "gx"
+
+
+def data_docs_index(root: Path | None = None) -> Path:
+    return (root or gx_root()) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+@contextlib.contextmanager
+def _gx_lock(root: Path) -> Iterator[None]:
+    """GX's file stores are not safe for concurrent writers: one check at a time per state dir."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _context(root: Path):
+    import great_expectations as gx
+
+    project = root / "gx"
+    project.mkdir(parents=True, exist_ok=True)
+    # the versioned config, fresh each time (so no data source from an earlier run lingers); the
+    # checkpoint and validation definitions point at those data sources, so they go too (they are
+    # rebuilt for every batch). Suites, validation results and Data Docs are kept.
+    shutil.copyfile(paths.include_dir() / "gx" / "great_expectations.yml", project / "great_expectations.yml")
+    for stale in ("checkpoints", "validation_definitions"):
+        shutil.rmtree(project / stale, ignore_errors=True)
+    (project / "uncommitted").mkdir(exist_ok=True)
+    return gx.get_context(mode="file", project_root_dir=str(root))
+
+
+def _observed(result: dict) -> dict:
+    keep = ("observed_value", "element_count", "unexpected_count", "unexpected_percent", "missing_count")
+    out = {k: result[k] for k in keep if k in result and result[k] is not None}
+    if result.get("partial_unexpected_list"):
+        out["examples"] = [str(v)[:80] for v in result["partial_unexpected_list"][:5]]
+    return out
+
+
+def _describe(table: str, cfg_type: str, column: str | None, observed: dict, expected_rows: int | None) -> str:
+    if cfg_type == "expect_table_row_count_to_equal":
+        return f"{table}: {observed.get('observed_value')} row(s) in raw but {expected_rows} in the file"
+    n = observed.get("unexpected_count")
+    eg = ", ".join(repr(v) for v in observed.get("examples", [])[:3])
+    what = {
+        "expect_column_values_to_match_regex": "badly formatted",
+        "expect_column_values_to_not_match_regex": "empty",
+        "expect_column_values_to_not_be_null": "null",
+    }.get(cfg_type, cfg_type)
+    return f"{table}.{column}: {n} {what} value(s)" + (f", e.g. {eg}" if eg else "")
+
+
+def _loaded_files(conn: psycopg.Connection, batch_id: int) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            """select file_id, table_name, rows_in_file, rows_loaded, coalesce(schema_version, %s) as version
+                 from ingest.files where batch_id = %s and status = 'loaded' order by table_name""",
+            (specs.LATEST_EMIS_VERSION, batch_id),
+        )
+        return cur.fetchall()
+
+
+def check_batches(batch_ids: list[int], conninfo: str, *, root: Path | None = None) -> list[BatchQuality]:
+    """Run the spec-driven GX checks on loaded raw batches; record every result in the ledger.
+
+    Batches already checked (``quality_status`` set) or not loaded are skipped. A failed batch is
+    quarantined (its raw rows removed) and :class:`QualityError` is raised after every batch is checked.
+    """
+    root = root or gx_root()
+    results: list[BatchQuality] = []
+    todo: list[ledger.BatchRow] = []
+    with psycopg.connect(conninfo) as conn:
+        for bid in batch_ids:
+            row = ledger.get_batch(conn, bid)
+            if row.status == ledger.LOADED and row.quality_status is None:
+                todo.append(row)
+    if not todo:
+        return results
+    t0 = time.monotonic()
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    os.environ[URL_ENV] = conninfo.replace("postgresql://", "postgresql+psycopg2://", 1)
+    log.info("GX imported in %.1fs", time.monotonic() - t0)
+    with _gx_lock(root):
+        ctx = _context(root)
+        result_ids: list = []
+        for row in todo:
+            results.append(_check_one(ctx, gx, gxe, RunIdentifier, row, conninfo, result_ids))
+        if result_ids:
+            # one incremental Data Docs build for everything validated here (an UpdateDataDocsAction
+            # on the checkpoint would rebuild the site once per table: ~20x slower)
+            ctx.build_data_docs(resource_identifiers=result_ids)
+    bad = [r for r in results if not r.success]
+    if bad:
+        raise QualityError(results)
+    return results
+
+
+def _check_one(ctx, gx, gxe, RunIdentifier, row: ledger.BatchRow, conninfo: str, result_ids: list) -> BatchQuality:
+    t0 = time.monotonic()
+    schema = RAW_SCHEMAS["emis"]  # EMIS only so far (the TPP checks come with the TPP ingest)
+    with psycopg.connect(conninfo) as conn:
+        files = _loaded_files(conn, row.batch_id)
+    ds = ctx.data_sources.add_or_update_postgres(name=DATASOURCE, connection_string="${" + URL_ENV + "}")
+    for name in list(ds.get_asset_names()):
+        ds.delete_asset(name)
+    vds = []
+    params: dict[str, int] = {}
+    plans: dict[str, tuple[dict, list[Check]]] = {}
+    for f in files:
+        table = f["table_name"]
+        raw = specs.raw_table_name(table)
+        plan = plan_checks(table, f["version"])
+        if not f["rows_in_file"]:
+            plan = plan[:1]  # an empty (header-only) file: only the row count can say anything
+        rows_param = f"rows__{raw}"
+        params[rows_param] = int(f["rows_in_file"] or 0)
+        suite = ctx.suites.add_or_update(gx.ExpectationSuite(
+            name=f"emis.{raw}.v{f['version']}" + ("" if f["rows_in_file"] else ".empty"),
+            expectations=[c.build(gxe, rows_param) for c in plan]))
+        asset = ds.add_query_asset(
+            name=f"{schema}.{raw}",
+            query=f"select * from {schema}.{raw} where _batch_id = {int(row.batch_id)}",  # noqa: S608 - ints
+        )
+        bd = asset.add_batch_definition_whole_table(f"batch_{row.batch_id}")
+        vds.append(ctx.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=f"{schema}.{raw}", data=bd, suite=suite)))
+        plans[suite.name] = (f, plan)
+    if not vds:
+        return BatchQuality(row.batch_id, row.organisation, row.batch_key, True, 0)
+    checkpoint = ctx.checkpoints.add_or_update(gx.Checkpoint(
+        name="im1_raw_batch", validation_definitions=vds, actions=[],
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5}))
+    run_name = f"{row.feed_id} {row.batch_key} {row.organisation} batch {row.batch_id}"
+    result = checkpoint.run(expectation_parameters=params, run_id=RunIdentifier(run_name=run_name))
+    result_ids.extend(result.run_results.keys())
+    run_id = f"{run_name} {uuid.uuid4().hex[:8]}"
+    failures: list[str] = []
+    n_checks = 0
+    records = []
+    for vr in result.run_results.values():
+        suite_name = vr.suite_name
+        f, _plan = plans[suite_name]
+        for er in vr.results:
+            cfg = er.expectation_config
+            column = cfg.kwargs.get("column")
+            observed = _observed(er.result or {})
+            if er.exception_info and er.exception_info.get("raised_exception"):
+                observed["exception"] = str(er.exception_info.get("exception_message"))[:500]
+            n_checks += 1
+            records.append((row.batch_id, f["file_id"], f["table_name"], cfg.type, column, bool(er.success),
+                            json.dumps(observed), run_id))
+            if not er.success:
+                failures.append(_describe(f["table_name"], cfg.type, column, observed, f["rows_in_file"])
+                                + (f" ({observed['exception']})" if "exception" in observed else ""))
+    rows = sum(int(f["rows_loaded"] or 0) for f in files)
+    with psycopg.connect(conninfo) as conn:
+        with conn.cursor() as cur:
+            cur.executemany(
+                """insert into ingest.quality_checks (batch_id, file_id, table_name, expectation, column_name,
+                                                      success, observed_value, run_id)
+                   values (%s, %s, %s, %s, %s, %s, %s, %s)""",
+                records,
+            )
+        if failures:
+            _quarantine_failed(conn, row, [f["table_name"] for f in files], failures)
+        else:
+            conn.execute("update ingest.batches set quality_status = 'passed', quality_checked_at = now() "
+                         "where batch_id = %s", (row.batch_id,))
+        conn.commit()
+    log.info("quality of batch %s (%s %s): %d checks, %d failed, %.1fs", row.batch_id, row.batch_key,
+             row.organisation, n_checks, len(failures), time.monotonic() - t0)
+    return BatchQuality(row.batch_id, row.organisation, row.batch_key, not failures, rows, failures, n_checks)
+
+
+def _quarantine_failed(conn: psycopg.Connection, row: ledger.BatchRow, tables: list[str], failures: list[str]) -> None:
+    """Remove the batch from raw and quarantine it with the failed checks, in one transaction."""
+    schema = RAW_SCHEMAS["emis"]
+    for table in tables:
+        conn.execute(sql.SQL("delete from {} where _batch_id = %s").format(
+            sql.Identifier(schema, specs.raw_table_name(table))), (row.batch_id,))
+    conn.execute("update ingest.files set status = 'quarantined' where batch_id = %s and status = 'loaded'",
+                 (row.batch_id,))
+    conn.execute("update ingest.batches set quality_status = 'failed', quality_checked_at = now() where batch_id = %s",
+                 (row.batch_id,))
+    reason = "quality check failed (rows removed from raw): " + "; ".join(failures)
+    ledger.quarantine(conn, row.batch_id, reason[:4000], feed_id=row.feed_id)

@@ -1,0 +1,214 @@
+"""Fixtures for the ingest tests: a synthetic EMIS supplier on a real SFTP server, real gpg keys,
+the real warehouse, and feed configurations (files + Airflow connections) built per test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from im1.config import Feed, load_config
+from im1.crypto import KeyPair, Keyring
+from im1.ingest.credentials import PgpKey
+from im1.synth import emis as synth_emis
+from im1.synth.world import World, build_world
+from im1.transport.sftp import SftpSettings
+from im1.warehouse import LOADER
+
+START = dt.date(2026, 11, 2)
+
+
+def guid(n: int) -> str:
+    return "{" + f"{n:08X}-1111-4222-8333-{n:012X}" + "}"
+
+
+@dataclass
+class Site:
+    """The supplier's SFTP site for one sharing agreement, plus how the platform is configured for it."""
+
+    server: object
+    keys: KeyPair
+    ssh_keys: dict
+    tmp: Path
+    monkeypatch: pytest.MonkeyPatch
+    agreement: str
+    loader_url: str
+    feed_ids: list[str] = field(default_factory=list)
+    other_keys: KeyPair | None = None  # a key pair that is not the consumer's
+
+    @property
+    def feed_dir(self) -> Path:
+        return self.server.root / "IM1" / "sftp" / self.agreement
+
+    def world(self, ods: list[str], *, patients: int = 40, seed: int = 7, inactive: list[str] = ()) -> World:
+        # a short history keeps batches small: these tests exercise the ingest mechanics, not volume
+        w = build_world(seed=seed, patients_per_practice=patients, ods_codes=ods,
+                        org_guids={o: guid(int(o[1:])) for o in ods}, agreement_guid=self.agreement, start=START,
+                        years=1, volume=0.3)
+        for p in w.practices:
+            p.activated = p.ods_code not in inactive
+        return w
+
+    def publish(self, world: World, day: int = 0, *, batch_number: int | None = None, version: str = "8.2",
+                hour: int = 2) -> Path:
+        on = START + dt.timedelta(days=day)
+        ts = dt.datetime.combine(on, dt.time(hour))
+        with Keyring() as kr:
+            kr.import_key(self.keys.public_armored)
+            files = synth_emis.write_batch(world, synth_emis.snapshot(world, on), self.feed_dir, extract_ts=ts,
+                                           batch_number=batch_number or day + 1, export_type="bulk", keyring=kr,
+                                           recipient=self.keys.fingerprint, version=version)
+        return files[0].parent
+
+    def feed(self, feed_id: str, orgs: list[str], *, extract: str = "organisation", retries: int = 0,
+             **extra) -> Feed:
+        """Write a feeds file for this site (and its Airflow connections) and return the feed."""
+        org_yaml = ", ".join(f'{{ods_code: {o}, supplier_org_id: "{guid(int(o[1:]))}"}}' for o in orgs)
+        more = "".join(f"\n    {k}: {v}" for k, v in extra.items())
+        text = textwrap.dedent(f"""
+            version: 1
+            feeds:
+              - id: {feed_id}
+                supplier: emis
+                extract: {extract}
+                transport: {{kind: sftp, host: 127.0.0.1, port: {self.server.port}, path: /IM1/sftp/{self.agreement},
+                             conn_id: t_sftp}}
+                pgp_conn_id: t_pgp
+                sharing_agreement_guid: {self.agreement}
+                organisations: [{org_yaml}]
+                retries: {retries}
+                retry_delay_minutes: 0.005
+                max_retry_delay_minutes: 0.01
+        """) + textwrap.indent(more.strip("\n"), "    ") + "\n"
+        path = self.tmp / f"feeds_{feed_id}.yaml"
+        path.write_text(text)
+        self.monkeypatch.setenv("IM1_FEEDS_FILE", str(path))
+        self.monkeypatch.setenv("AIRFLOW_CONN_T_SFTP", json.dumps({
+            "conn_type": "sftp", "login": "supplier-test",
+            "extra": {"key_file": str(self.ssh_keys["client_file"]), "host_key": self.ssh_keys["host_line"]},
+        }))
+        keyfile = self.tmp / "pgp_secret.asc"
+        keyfile.write_text(self.keys.secret_armored)
+        self.monkeypatch.setenv("AIRFLOW_CONN_T_PGP", json.dumps({
+            "conn_type": "generic", "password": self.keys.passphrase, "extra": {"private_key_file": str(keyfile)},
+        }))
+        self.feed_ids.append(feed_id)
+        return load_config(path).feed(feed_id)
+
+    @property
+    def pgp(self) -> PgpKey:
+        return PgpKey(self.keys.secret_armored, self.keys.passphrase)
+
+    def sftp_settings(self) -> SftpSettings:
+        return SftpSettings(host="127.0.0.1", port=self.server.port, username="supplier-test",
+                            private_key=str(self.ssh_keys["client_file"]), host_key=self.ssh_keys["host_line"],
+                            timeout=10)
+
+
+@pytest.fixture()
+def site(sftp_server, pgp_keys, other_pgp_keys, ssh_keys, tmp_path, monkeypatch, warehouse, request):
+    # a sharing agreement per test keeps every test's files, ledger rows and raw rows apart
+    n = int(hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:10], 16)
+    agreement = f"{n % 0xFFFFFFFF:08X}-AAAA-4BBB-8CCC-{n:012X}"
+    return Site(sftp_server, pgp_keys, ssh_keys, tmp_path, monkeypatch, agreement, warehouse.role_url(LOADER),
+                other_keys=other_pgp_keys)
+
+
+@pytest.fixture()
+def loader(warehouse):
+    with psycopg.connect(warehouse.role_url(LOADER), autocommit=True) as conn:
+        yield conn
+
+
+def raw_count(conn, table: str, feed_id: str, organisation: str | None = None) -> int:
+    q = f"select count(*) from raw_emis.{table} where _feed_id = %s"  # noqa: S608 - test helper, fixed names
+    args: list = [feed_id]
+    if organisation:
+        q += " and _organisation = %s"
+        args.append(organisation)
+    return conn.execute(q, args).fetchone()[0]
+
+
+def batches(conn, feed_id: str) -> list[tuple]:
+    return conn.execute(
+        "select organisation, batch_key, status, rows_loaded, is_late, error from ingest.batches "
+        "where feed_id = %s order by extract_ts, organisation", (feed_id,)).fetchall()
+
+
+def events(conn, feed_id: str) -> list[str]:
+    return [r[0] for r in conn.execute("select message from ingest.events where feed_id = %s order by event_id",
+                                       (feed_id,))]
+
+
+def ingest_dag(feed_id: str):
+    """The feed's ingest DAG as the DAG processor builds it from the current feeds file."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from im1 import paths
+
+    bag = DagBag(dag_folder=str(paths.dags_dir() / "im1_ingest.py"))
+    assert bag.import_errors == {}, bag.import_errors
+    return bag.get_dag(f"im1_ingest__{feed_id}")
+
+
+def run_core(site: Site, feed: Feed) -> list:
+    """One ingest run without Airflow: discover -> fetch -> load, as the DAG's tasks call them.
+
+    Returns each batch's load result, or the QuarantineError it raised.
+    """
+    from im1.ingest import emis_pipeline, multi_org
+    from im1.transport.sftp import SftpClient
+
+    with SftpClient(site.sftp_settings()) as c:
+        found = emis_pipeline.discover(c, feed, site.loader_url)
+        fetched = [emis_pipeline.fetch(c, feed, b, site.loader_url) for b in found.ready]
+    out: list = []
+    for b in sorted(fetched, key=lambda x: x["extract_ts"]):
+        try:
+            if feed.extract == "multi_organisation":
+                multi_org.stage(feed, b, site.pgp, site.loader_url)
+                for o in feed.organisations:
+                    out.append(multi_org.load_org(feed, o.ods_code, b, site.pgp, site.loader_url))
+            else:
+                out.append(emis_pipeline.load(feed, feed.organisations[0].ods_code, b, site.pgp, site.loader_url))
+        except emis_pipeline.QuarantineError as err:
+            out.append(err)
+    return out
+
+
+def replace_table(folder: Path, table: str, encrypted: Path) -> Path:
+    """Swap one table's file in a published batch for another encrypted file (atomically)."""
+    import shutil
+
+    from im1.synth import faults
+
+    p = faults.table_file(folder, table)
+    tmp = p.with_name(p.name + ".uploading")
+    shutil.copyfile(encrypted, tmp)
+    tmp.replace(p)
+    return p
+
+
+BIG_ROWS = 250_000
+
+
+@pytest.fixture(scope="session")
+def big_observations(tmp_path_factory, pgp_keys) -> Path:
+    """A CareRecord_Observation file of BIG_ROWS rows encrypted to the session key (COPY takes ~1 s)."""
+    from im1.bench import observations
+
+    d = tmp_path_factory.mktemp("big")
+    plain = d / "obs.csv"
+    observations.write(plain, BIG_ROWS, org_guids=[guid(91101)])
+    out = d / "obs.csv.gpg"
+    with Keyring() as kr:
+        kr.import_key(pgp_keys.public_armored)
+        kr.encrypt_file(plain, out, pgp_keys.fingerprint)
+    plain.unlink()
+    return out
