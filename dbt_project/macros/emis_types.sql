@@ -20,3 +20,15 @@
 {% macro emis_text(col) -%}
     nullif({{ col }}, '')
 {%- endmacro %}
+
+{% macro emis_timestamp(col) -%}
+    cast(nullif(trim({{ col }}), '') as timestamp)
+{%- endmacro %}
+
+{% macro emis_time(col) -%}
+    cast(nullif(trim({{ col }}), '') as time)
+{%- endmacro %}
+
+{% macro emis_numeric(col) -%}
+    cast(nullif(trim({{ col }}), '') as numeric)
+{%- endmacro %}

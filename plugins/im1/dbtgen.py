@@ -21,6 +21,7 @@ META_DOCS = {
     "_file_id": "Ledger file (ingest.files.file_id) the row came from.",
     "_row_number": "Data row number within the delivered file (1 = first row after the header).",
     "_loaded_at": "When the row was COPYed into raw.",
+    "_load_seq": "Commit order of the load into this table (the watermark incremental models read from).",
 }
 
 FRESHNESS = {
@@ -100,14 +101,426 @@ def render(doc: dict) -> str:
     return HEADER + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110)
 
 
+def all_targets() -> dict[Path, str]:
+    out = {p: render(doc) for p, doc in targets().items()}
+    out.update(staging_targets())
+    return out
+
+
+def _orphans(wanted: dict[Path, str]) -> list[Path]:
+    """Generated staging files no longer produced (a table dropped from the spec)."""
+    d = paths.dbt_project_dir() / "models" / "staging" / "emis"
+    found = [*d.glob("stg_emis__*.sql"), *d.glob("base/base_emis__*.sql")]
+    return [p for p in found if p not in wanted]
+
+
 def write_all() -> list[Path]:
     out = []
-    for path, doc in targets().items():
+    wanted = all_targets()
+    for path, text in wanted.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render(doc), encoding="utf-8")
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
         out.append(path)
+    for p in _orphans(wanted):
+        p.unlink()
     return out
 
 
 def stale() -> list[Path]:
-    return [p for p, doc in targets().items() if not p.exists() or p.read_text(encoding="utf-8") != render(doc)]
+    wanted = all_targets()
+    return [p for p, text in wanted.items()
+            if not p.exists() or p.read_text(encoding="utf-8") != text] + _orphans(wanted)
+
+
+# ---------------------------------------------------------------------------------------------
+# EMIS staging models, generated from the spec: typed, reduced to current state, deletes applied.
+# ---------------------------------------------------------------------------------------------
+
+#: Large tables get an incremental base model on (organisation, record) so a daily delta run only
+#: touches the changed keys; the rest are views over raw (small enough to reduce on every run).
+EMIS_INCREMENTAL = ("CareRecord_Observation", "CareRecord_Consultation", "Appointment_Slot",
+                    "Prescribing_IssueRecord")
+
+_TYPE_MACRO = {
+    "uniqueidentifier": "emis_guid",
+    "date": "emis_date",
+    "datetime": "emis_timestamp",
+    "time": "emis_time",
+    "boolean": "emis_bool",
+    "bit": "emis_bool",
+    "int": "emis_int",
+    "bigint": "emis_int",
+    "smallint": "emis_int",
+    "tinyint": "emis_int",
+    "SCTID:bigint": "emis_int",
+    "decimal": "emis_numeric",
+    "smallmoney": "emis_numeric",
+}
+_SQL_TYPE = {"emis_guid": "text", "emis_date": "date", "emis_timestamp": "timestamp", "emis_time": "time",
+             "emis_bool": "boolean", "emis_int": "bigint", "emis_numeric": "numeric", "emis_text": "text"}
+# where the mechanical snake_case would be misleading
+_NAME_OVERRIDES = {"DateofDeactivation": "date_of_deactivation"}
+_SNAKE = __import__("re").compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+STAGING_META = [
+    ("practice_code", "_organisation", "text", "ODS code of the organisation the row was loaded for "
+     "('*' for a multi-organisation feed's shared tables)."),
+    ("feed_id", "_feed_id", "text", "Feed that delivered the current row."),
+    ("batch_id", "_batch_id", "bigint", "Ledger batch of the current row (ingest.batches)."),
+    ("extract_ts", "extract_ts", "timestamp", "Extract timestamp of the batch holding the current row."),
+    ("load_seq", "_load_seq", "bigint", "Commit order of the load that delivered the current row."),
+    ("file_row_number", "_row_number", "bigint", "Row number of the current row in its delivered file."),
+]
+
+
+def snake(name: str) -> str:
+    """``PatientGuid`` -> ``patient_guid``, ``ODSCode`` -> ``ods_code``, ``NHSNumberStatus`` -> ``nhs_number_status``."""
+    return _NAME_OVERRIDES.get(name) or _SNAKE.sub("_", name).lower()
+
+
+def _macro(c: specs.Column) -> str:
+    return _TYPE_MACRO.get(c.effective_type, "emis_text")
+
+
+def emis_model_name(t: specs.EmisTable, base: bool = False) -> str:
+    return f"{'base' if base else 'stg'}_emis__{t.raw_name}"
+
+
+SEP = ",\n        "
+
+
+def _call(c: specs.Column) -> str:
+    return "{{ " + _macro(c) + "('" + c.raw_name + "') }}"
+
+
+def _typed_select(t: specs.EmisTable) -> list[str]:
+    cols = [c for c in t.columns() if c.name != "Deleted"]
+    width = max(len(_call(c)) for c in cols) + 2
+    lines = [f"{_call(c):<{width}} as {snake(c.name)}" for c in cols]
+    lines += [f"{src:<{width}} as {name}" for name, src, _, _ in STAGING_META]
+    deleted = "coalesce({{ emis_bool('deleted') }}, false)" if t.has_deleted else "false"
+    lines.append(f"{deleted:<{width}} as is_deleted")
+    return lines
+
+
+def _out_columns(t: specs.EmisTable) -> list[str]:
+    return [snake(c.name) for c in t.columns() if c.name != "Deleted"] + [m[0] for m in STAGING_META]
+
+
+def _order(t: specs.EmisTable) -> str:
+    pid = "processing_id desc nulls last, " if t.has_processing_id else ""
+    return f"extract_ts desc, {pid}batch_id desc, file_row_number desc"
+
+
+def _key_cols(t: specs.EmisTable) -> list[str]:
+    return [snake(k) for k in t.keys] if t.keys else []
+
+
+def emis_staging_sql(t: specs.EmisTable) -> dict[str, str]:
+    """The SQL file(s) for one EMIS table: {model name: sql}."""
+    src = f"{{{{ source('raw_emis', '{t.raw_name}') }}}}"
+    typed = SEP.join(_typed_select(t))
+    keys = _key_cols(t)
+    out_cols = _out_columns(t)
+    head = GEN_SQL_HEADER.format(table=t.name)
+    if t.name in EMIS_INCREMENTAL:
+        base, stg = emis_model_name(t, base=True), emis_model_name(t)
+        key_list = ", ".join(f"'{k}'" for k in keys)
+        join = " and ".join(f"n.{k} = t.{k}" for k in keys)
+        cols = SEP.join([*out_cols, "is_deleted", "applied_at"])
+        base_sql = f"""{head}{{#- Incremental on ({", ".join(keys)}): each run reads only the rows of batches not yet applied
+    to this model (the pending list is taken once, in the pre-hook), ranks them together with the
+    current rows of the same keys, and replaces those keys. Deleted records stay as tombstones
+    (is_deleted) so a late, older row cannot bring them back; stg_emis__{t.raw_name} hides them.
+    applied_at is indexed: downstream models and this model's tests read the latest rows by it. -#}}
+{{{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key=[{key_list}],
+    on_schema_change='append_new_columns',
+    indexes=[{{'columns': [{key_list}], 'unique': true}}, {{'columns': ['applied_at']}}],
+    pre_hook="{{{{ im1_pending_batches('emis', source('raw_emis', '{t.raw_name}')) }}}}",
+    post_hook="{{{{ im1_mark_batches_applied() }}}}",
+) }}}}
+
+with
+
+source as (
+    -- the rows of the pending batches; an incremental run reads them through the pre-hook's view,
+    -- which names those batches as constants, so the planner finds them with the BRIN index on
+    -- _batch_id instead of reading the whole raw table
+    select r.*, b.extract_ts
+{{%- if is_incremental() %}}
+    from {{{{ im1_pending_rows_relation() }}}} as r
+{{%- else %}}
+    from {src} as r
+{{%- endif %}}
+    inner join {{{{ im1_pending_batches_relation() }}}} as b on b.batch_id = r._batch_id
+),
+
+typed as (
+    select
+        {typed}
+    from source
+),
+
+candidates as (
+    -- applied_at: when this run started; downstream incremental models take the rows applied
+    -- after their own latest applied_at (a kept current row keeps its original applied_at)
+    select *, cast('{{{{ run_started_at }}}}' as timestamptz) as applied_at from typed
+{{% if is_incremental() %}}
+    union all
+    -- the current rows of the keys this run touches compete with the new rows
+    select {", ".join(f"t.{c}" for c in [*out_cols, "is_deleted", "applied_at"])}
+    from {{{{ this }}}} as t
+    where exists (select 1 from typed as n where {join})
+{{% endif %}}
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (partition by {", ".join(keys)} order by {_order(t)}) as recency
+    from candidates
+)
+
+select
+        {cols}
+from ranked
+where recency = 1
+"""
+        stg_sql = f"""{head}{{#- Current {t.name} records (deleted ones removed), from the incremental base model. -#}}
+select
+        {SEP.join([*out_cols, "applied_at"])}
+from {{{{ ref('{base}') }}}}
+where not is_deleted
+"""
+        return {base: base_sql, stg: stg_sql}
+    stg = emis_model_name(t)
+    if keys:
+        reduce = f"""ranked as (
+    select
+        *,
+        row_number() over (partition by {", ".join(keys)} order by {_order(t)}) as recency
+    from typed
+)
+
+select
+        {SEP.join(out_cols)}
+from ranked
+where recency = 1
+  and not is_deleted
+"""
+    else:
+        ident = [c for c in out_cols if c not in {m[0] for m in STAGING_META} and c != "processing_id"]
+        reduce = f"""deduplicated as (
+    -- an append-only log: the same event delivered twice (re-delivery, overlap) is kept once
+    select distinct on ({", ".join(ident)})
+        *
+    from typed
+    order by {", ".join(ident)}, {_order(t)}
+)
+
+select
+        {SEP.join(out_cols)}
+from deduplicated
+where not is_deleted
+"""
+    sql_ = f"""{head}{{#- Current state of each {t.name} record: latest batch, then ProcessingId, then file row;
+    {"a latest row with Deleted = true removes the record." if t.has_deleted else "no Deleted column."} -#}}
+with
+
+source as (
+    select r.*, b.extract_ts
+    from {src} as r
+    inner join {{{{ ref('stg_ingest__batches_ready') }}}} as b on b.batch_id = r._batch_id
+),
+
+typed as (
+    select
+        {typed}
+    from source
+),
+
+{reduce}"""
+    return {stg: sql_}
+
+
+GEN_SQL_HEADER = "{{# GENERATED by `im1 dbt gen-staging` from include/specs ({table}) - do not edit by hand. #}}\n"
+
+
+def _col_doc(c: specs.Column) -> str:
+    t = c.effective_type or "unspecified"
+    return f"{c.name} (EMIS v8.2 {t}), typed as {_SQL_TYPE[_macro(c)]}."
+
+
+#: Data tests of an incremental model (and of the staging view over it) check the rows its latest
+#: run applied, not every row again: a full refresh applies (so tests) them all, and the unique
+#: index on the key guards the whole table on every run. ``__this__`` is the tested relation (see
+#: macros/tests/where_subquery.sql).
+LATEST_APPLIED = "applied_at = (select max(applied_at) from __this__)"
+
+
+def _scoped(test, incremental: bool):
+    if not incremental:
+        return test
+    if isinstance(test, str):
+        return {test: {"config": {"where": LATEST_APPLIED}}}
+    (name, body), = test.items()
+    return {name: {**body, "config": {**body.get("config", {}), "where": LATEST_APPLIED}}}
+
+
+APPLIED_AT_DOC = ("Start of the dbt run that made this row current; downstream incremental models read rows "
+                  "applied after their own latest applied_at.")
+
+
+def emis_staging_yaml() -> dict:
+    models = []
+    for t in sorted(specs.emis_tables().values(), key=lambda t: t.name):
+        keys = _key_cols(t)
+        incremental = t.name in EMIS_INCREMENTAL
+        cols = []
+        for c in t.columns():
+            if c.name == "Deleted":
+                continue
+            col: dict = {"name": snake(c.name), "description": _col_doc(c)}
+            if snake(c.name) in keys and c.nullable is False:
+                col["data_tests"] = [_scoped("not_null", incremental)]
+            cols.append(col)
+        cols += [{"name": n, "description": d} for n, _, _, d in STAGING_META]
+        tests = []
+        if keys:
+            tests.append(_scoped({"unique_combination_of_columns": {"arguments": {"combination_of_columns": keys}}},
+                                 incremental))
+        reduce = ("the latest row per key wins (batch extract time, then ProcessingId, then file row)"
+                  if keys else "an append-only log, exact duplicates removed")
+        dele = " Records whose latest row has Deleted = true are removed." if t.has_deleted else ""
+        scope = " Shared across the sharing agreement." if t.shared else ""
+        m = {
+            "name": emis_model_name(t),
+            "description": f"EMIS {t.name}, typed, current state ({reduce}).{dele}{scope} "
+                           f"Only batches that loaded and passed their quality checks.",
+            "columns": cols + ([{"name": "applied_at", "description": APPLIED_AT_DOC}] if incremental else []),
+        }
+        if tests:
+            m["data_tests"] = tests
+        models.append(m)
+        if incremental:
+            bcols = [dict(c) for c in cols] + [
+                {"name": "is_deleted", "description": "Tombstone: the record's latest row deleted it."},
+                {"name": "applied_at", "description": APPLIED_AT_DOC},
+            ]
+            models.append({
+                "name": emis_model_name(t, base=True),
+                "description": f"Incremental current state of EMIS {t.name} on ({', '.join(keys)}), tombstones "
+                               f"kept. Each run applies only batches not yet applied (staging.im1_applied_batches). "
+                               f"Its data tests check the rows the latest run applied.",
+                "columns": bcols,
+                "data_tests": tests,
+            })
+    return {"version": 2, "models": models}
+
+
+# -- dbt unit tests of the current-state reduction (one per staging view reducing raw rows) -------
+
+_UT_BATCHES = [  # batch 3 is loaded but not ready (still being checked, or failed); 4 is ready but late
+    {"batch_id": 1, "extract_ts": "2026-11-02 02:00:00"},
+    {"batch_id": 2, "extract_ts": "2026-11-03 02:00:00"},
+    {"batch_id": 4, "extract_ts": "2026-11-01 02:00:00"},
+]
+
+
+def _ut_key(c: specs.Column, n: int) -> str:
+    """A raw (delivered) value for key column ``c`` of record ``n``, as its type expects it."""
+    m = _macro(c)
+    if m == "emis_guid":
+        return "{" + f"{n:08X}-0000-4000-8000-{n:012X}" + "}"
+    if m == "emis_date":
+        return f"2020-01-{n:02d}"
+    if m == "emis_time":
+        return f"09:{n:02d}:00"
+    if m in ("emis_int", "emis_numeric"):
+        return str(1000 + n)
+    return f"value {n}"
+
+
+def emis_unit_test(t: specs.EmisTable) -> dict:
+    """A dbt unit test of one non-incremental staging view: which delivered row is current.
+
+    Record 1 comes twice in batch 1 (the higher ProcessingId wins though it is earlier in the file;
+    without ProcessingId the later file row wins); record 2 is deleted by batch 2 (a sparse row:
+    keys and Deleted only) or, without a Deleted column, replaced by it; record 3 is replaced by
+    batch 2 and not by an older batch loaded late (4); rows of a batch that is not ready (3) are
+    not used. A table without keys keeps each distinct row once (the latest delivery of it).
+    """
+    cols = {c.name: c for c in t.columns()}
+    pid = t.has_processing_id
+    meta = {"_feed_id": "unit", "_organisation": "Z00001"}
+
+    def raw(n: int, batch: int, row: int, processing_id: int, *, delete: bool = False) -> dict:
+        r = {**meta, "_batch_id": batch, "_row_number": row, "_load_seq": batch}
+        if t.keys:
+            r.update({cols[k].raw_name: _ut_key(cols[k], n) for k in t.keys})
+        else:  # an append-only log: the event's identity is its content
+            r.update({c.raw_name: _ut_key(c, n) for c in t.columns()
+                      if c.name not in ("ProcessingId", "Deleted") and _macro(c) == "emis_guid"})
+        if pid:
+            r["processingid"] = str(processing_id)
+        if delete:
+            r["deleted"] = "true"
+        elif t.has_deleted:
+            r["deleted"] = "false"
+        return r
+
+    def out(n: int, batch: int, row: int, processing_id: int) -> dict:
+        r = {snake(k): _ut_key(cols[k], n) for k in (t.keys or [])}
+        if not t.keys:
+            r.update({snake(c.name): _ut_key(c, n) for c in t.columns()
+                      if c.name not in ("ProcessingId", "Deleted") and _macro(c) == "emis_guid"})
+        r.update({"batch_id": batch, "file_row_number": row})
+        if pid:
+            r["processing_id"] = processing_id
+        return r
+
+    if t.keys:
+        given = [raw(1, 1, 1, 7), raw(1, 1, 2, 3), raw(2, 1, 3, 1), raw(3, 1, 4, 2),
+                 raw(2, 2, 1, 1, delete=t.has_deleted), raw(3, 2, 2, 2), raw(1, 3, 1, 99), raw(3, 4, 1, 50)]
+        expect = [out(1, 1, 1, 7) if pid else out(1, 1, 2, 3), out(3, 2, 2, 2)]
+        if not t.has_deleted:
+            expect.append(out(2, 2, 1, 1))
+        what = ("ProcessingId order within a batch" if pid else "file order within a batch") + \
+            (", a sparse Deleted row" if t.has_deleted else "") + ", a late older batch, a batch not ready"
+    else:
+        given = [raw(1, 1, 1, 1), raw(2, 1, 2, 2), raw(1, 2, 1, 5), raw(3, 3, 1, 1)]
+        expect = [out(1, 2, 1, 5), out(2, 1, 2, 2)]
+        what = "the same event delivered twice is kept once (its latest delivery), a batch not ready"
+    return {
+        "name": f"{emis_model_name(t)}__current_state",
+        "model": emis_model_name(t),
+        "description": f"Current state of {t.name}: {what}.",
+        "given": [
+            {"input": f"source('raw_emis', '{t.raw_name}')", "rows": given},
+            {"input": "ref('stg_ingest__batches_ready')", "rows": [dict(b) for b in _UT_BATCHES]},
+        ],
+        "expect": {"rows": expect},
+    }
+
+
+def emis_unit_tests_yaml() -> dict:
+    return {"unit_tests": [emis_unit_test(t) for t in sorted(specs.emis_tables().values(), key=lambda t: t.name)
+                           if t.name not in EMIS_INCREMENTAL]}
+
+
+def staging_targets() -> dict[Path, str]:
+    d = paths.dbt_project_dir() / "models" / "staging" / "emis"
+    out: dict[Path, str] = {}
+    for t in specs.emis_tables().values():
+        for name, text in emis_staging_sql(t).items():
+            sub = d / "base" if name.startswith("base_") else d
+            out[sub / f"{name}.sql"] = text
+    out[d / "_emis__models.yml"] = HEADER.replace("gen-sources", "gen-staging") + yaml.safe_dump(
+        emis_staging_yaml(), sort_keys=False, allow_unicode=True, width=110)
+    out[d / "_emis__unit_tests.yml"] = HEADER.replace("gen-sources", "gen-staging") + yaml.safe_dump(
+        emis_unit_tests_yaml(), sort_keys=False, allow_unicode=True, width=160, default_flow_style=None)
+    return out
