@@ -8,3 +8,8 @@
     case when {{ age }} >= 95 then '95+'
          else cast(({{ age }} / 5) * 5 as text) || '-' || cast(({{ age }} / 5) * 5 + 4 as text) end
 {%- endmacro %}
+
+{#- Sort key of the PRGP band: 0 for 0-4 ... 19 for 95+. -#}
+{% macro age_band_order(age) -%}
+    least({{ age }} / 5, 19)
+{%- endmacro %}

@@ -1,0 +1,176 @@
+{#- Booked appointments (slots with a patient), one row per supplier, practice and appointment,
+    with the GPAD status, mode, clinician HCP type and booking lead time (marts.md 4.5).
+    Unbooked and blocked slots are not appointments and are left out; cancelled appointments stay
+    with gpad_status NULL (GPAD does not count them).
+
+    EMIS: Appointment_Slot; the clinician is the session's (int_appointment_sessions). TPP:
+    SRAppointment, status through SRMapping, the clinician's staff profile on the row; SystmOne
+    carries no national mode, only whether it is a telephone appointment (Telephone, else
+    Face-to-Face), and no context type. Shared-care rows (recorded by another organisation) are
+    not the practice's and are left out.
+
+    Incremental: each run re-derives only the EMIS appointments whose slot changed since the last
+    run (base_emis__appointment_slot.applied_at) or whose session's clinician changed, and removes
+    those deleted or no longer booked (macros/activity.sql, macros/incremental_current.sql). TPP
+    staging is not incremental yet, so the TPP rows are re-derived on every run. -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key=['supplier', 'practice_code', 'appointment_id'],
+    on_schema_change='fail',
+    indexes=[
+        {'columns': ['supplier', 'practice_code', 'appointment_id'], 'unique': true},
+        {'columns': ['supplier', 'practice_code', 'session_id']},
+        {'columns': ['applied_at']},
+    ],
+    pre_hook="{{ int_appointments_pre_hook() }}",
+    post_hook="{{ int_appointments_post_hook() }}",
+) }}
+
+with
+
+status_map as (
+    -- an empty gpad_status (not counted) is NULL however the seed was loaded
+    select supplier, source_status, status_harmonised, nullif(gpad_status, '') as gpad_status
+    from {{ ref('gpad_appointment_status_map') }}
+),
+
+mode_map as (
+    select source_mode, gpad_mode from {{ ref('gpad_appointment_mode_map') }}
+),
+
+sessions as (
+    select supplier, practice_code, session_id, practitioner_id, hcp_type from {{ ref('int_appointment_sessions') }}
+),
+
+emis_slots as (
+    select b.*
+    from {{ ref('base_emis__appointment_slot') }} as b
+    {% if is_incremental() %}
+    inner join {{ im1_touched_relation() }} as k
+        on k.supplier = 'emis' and k.practice_code = b.practice_code and k.appointment_id = b.slot_guid
+    {% endif %}
+    where not b.is_deleted
+      and b.patient_guid is not null
+),
+
+emis as (
+    select
+        'emis' as supplier,
+        s.practice_code,
+        s.slot_guid as appointment_id,
+        s.patient_guid as patient_id,
+        s.session_guid as session_id,
+        se.practitioner_id,
+        se.hcp_type,
+        s.appointment_date,
+        s.appointment_start_time,
+        s.planned_duration_in_minutes as planned_duration_minutes,
+        s.booked_date,
+        s.slot_status as status_source,
+        s.did_not_attend,
+        s.mode_of_contact as mode_source,
+        s.context_type,
+        s.national_slot_category_name as national_slot_category,
+        s.service_setting,
+        s.applied_at
+    from emis_slots as s
+    left join sessions as se
+        on se.supplier = 'emis' and se.practice_code = s.practice_code and se.session_id = s.session_guid
+),
+
+tpp_status as (
+    select practice_code, row_identifier, mapping
+    from {{ ref('stg_tpp__srmapping') }}
+),
+
+tpp_practitioners as (
+    select practice_code, practitioner_id, hcp_type
+    from {{ ref('int_practitioners') }}
+    where supplier = 'tpp'
+),
+
+tpp as (
+    select
+        'tpp' as supplier,
+        a.practice_code,
+        cast(a.row_identifier as text) as appointment_id,
+        cast(a.id_patient as text) as patient_id,
+        cast(a.id_rota as text) as session_id,
+        cast(a.id_profile_clinician as text) as practitioner_id,
+        p.hcp_type,
+        cast(a.date_start as date) as appointment_date,
+        cast(a.date_start as time) as appointment_start_time,
+        cast(extract(epoch from (a.date_end - a.date_start)) / 60 as bigint) as planned_duration_minutes,
+        cast(a.date_appointment_booked as date) as booked_date,
+        m.mapping as status_source,
+        false as did_not_attend,
+        case when a.telephone_appointment then 'Telephone/Audio' else 'Face to Face (Surgery)' end as mode_source,
+        cast(null as text) as context_type,
+        cast(null as text) as national_slot_category,
+        cast(null as text) as service_setting,
+        cast('{{ run_started_at }}' as timestamptz) as applied_at
+    from {{ ref('stg_tpp__srappointment') }} as a
+    left join tpp_status as m on m.practice_code = a.practice_code and m.row_identifier = a.appointment_status
+    left join tpp_practitioners as p
+        on p.practice_code = a.practice_code and p.practitioner_id = cast(a.id_profile_clinician as text)
+    where not a.is_shared_care
+      and a.id_patient is not null
+      and a.date_start is not null
+),
+
+appointments as (
+    select * from emis
+    union all
+    select * from tpp
+),
+
+mapped as (
+    select
+        a.*,
+        case
+            when m.source_status is not null then m.status_harmonised
+            when a.did_not_attend then 'dna'
+            else 'unmapped'
+        end as status_harmonised,
+        case
+            when m.source_status is not null then m.gpad_status
+            when a.did_not_attend then 'DNA'
+            else 'Unknown'
+        end as gpad_status,
+        coalesce(mm.gpad_mode, 'Unknown') as gpad_mode,
+        a.appointment_date - a.booked_date as lead_time_days
+    from appointments as a
+    left join status_map as m on m.supplier = a.supplier and m.source_status = a.status_source
+    left join mode_map as mm on mm.source_mode = a.mode_source
+)
+
+select
+    supplier,
+    practice_code,
+    appointment_id,
+    patient_id,
+    session_id,
+    practitioner_id,
+    appointment_date,
+    cast(date_trunc('month', appointment_date) as date) as appointment_month,
+    appointment_start_time,
+    planned_duration_minutes,
+    booked_date,
+    lead_time_days,
+    {{ gpad_lead_time_band('lead_time_days') }} as lead_time_band,
+    status_source,
+    status_harmonised,
+    gpad_status,
+    mode_source,
+    gpad_mode,
+    coalesce(hcp_type, 'Unknown') as hcp_type,
+    context_type,
+    national_slot_category,
+    service_setting,
+    -- GPAD counts attended, DNA and unknown-outcome appointments in care-related slots (extracts
+    -- before EMIS v8.2 carry no context type: those count)
+    gpad_status is not null and coalesce(context_type, 'Care Related Encounter') = 'Care Related Encounter'
+        as is_gpad_counted,
+    applied_at
+from mapped

@@ -1,0 +1,71 @@
+"""Fixtures for the transform tests: a warehouse database of the test's own (so full refreshes and
+"nothing changed" checks see only the test's deliveries), and dbt run against it through the
+project's helpers (``im1.runtime.dbt_cmd`` / ``local_env``, the profile in dbt_project/profiles.yml)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from im1 import runtime
+from im1.warehouse import LOADER, Warehouse
+from im1.warehouse.bootstrap import bootstrap
+from tests.ingest.conftest import Site, site  # noqa: F401 - the ingest tests' supplier site fixture
+
+
+@dataclasses.dataclass
+class Dbt:
+    """dbt against one warehouse database; its target folder is the test's own (the project's
+    target/manifest.json, which the transform DAG loads, is left alone)."""
+
+    wh: Warehouse
+    target: Path
+
+    def __call__(self, *args: str, check: bool = True):
+        env = runtime.local_env(self.wh)
+        cmd = runtime.dbt_cmd(*args, "--target-path", str(self.target), "--log-path", str(self.target / "logs"))
+        res = runtime.run(cmd, env, check=False, quiet=True)
+        if check and res.returncode != 0:
+            raise AssertionError(f"dbt {' '.join(args)} failed (exit {res.returncode}):\n{res.stdout[-6000:]}")
+        return res
+
+
+@dataclasses.dataclass
+class TransformDb:
+    wh: Warehouse
+    dbt: Dbt
+
+    @property
+    def loader_url(self) -> str:
+        return self.wh.role_url(LOADER)
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.wh.admin_url, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def dbt_target(tmp_path_factory) -> Path:
+    # one target folder for the session: dbt's partial parsing carries over between invocations
+    return tmp_path_factory.mktemp("dbt_target")
+
+
+@pytest.fixture()
+def tdb(warehouse, dbt_target):
+    """A fresh, bootstrapped warehouse database for one test, dropped afterwards."""
+    name = f"im1_tx_{uuid.uuid4().hex[:8]}"
+    wh = Warehouse(admin_url=warehouse.url_for(name), embedded=warehouse.embedded)
+    bootstrap(wh)
+    yield TransformDb(wh, Dbt(wh, dbt_target))
+    with psycopg.connect(warehouse.url_for("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture()
+def tsite(site, tdb) -> Site:  # noqa: F811 - the imported fixture
+    """The ingest tests' supplier site, loading into the test's own database."""
+    return dataclasses.replace(site, loader_url=tdb.loader_url)
