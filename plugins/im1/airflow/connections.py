@@ -4,7 +4,8 @@ Connection shapes (extras follow the SSH/SFTP provider's names where one exists)
 
 * SFTP (``conn_type: sftp``): ``login``; extra ``private_key`` (text) or ``key_file`` (path),
   ``private_key_passphrase``, and ``host_key`` - the server's public key, pinned
-  (``ssh-ed25519 AAAA...``). Host and port come from the feed config.
+  (``ssh-ed25519 AAAA...``); while the supplier rotates its key, a list of keys (or one per
+  line), any of which is accepted. Host and port come from the feed config.
 * PGP (``conn_type: generic``): ``password`` is the key passphrase; extra ``private_key``
   (armored text), ``private_key_file`` (path) or ``private_key_env`` (an environment variable
   holding the key), and optionally ``passphrase_env``.
@@ -34,6 +35,8 @@ def sftp_settings(feed: Feed) -> SftpSettings:
     if not key:
         raise ValueError(f"connection {feed.transport.conn_id!r} has no private_key or key_file in its extra")
     host_key = extra.get("host_key")
+    if isinstance(host_key, list):  # several pinned keys while the supplier rotates its key
+        host_key = "\n".join(host_key)
     if not host_key:
         raise ValueError(
             f"connection {feed.transport.conn_id!r} has no pinned host_key; refusing to connect to an unverified "
@@ -47,6 +50,18 @@ def sftp_settings(feed: Feed) -> SftpSettings:
         host_key=host_key,
         key_passphrase=extra.get("private_key_passphrase"),
     )
+
+
+def transport_client(feed: Feed):
+    """A client for the feed's landing place: SFTP (pinned host key, from the feed's connection) or a
+    local gateway folder (TPP); both list, read and copy files the same way."""
+    if feed.transport.kind == "folder":
+        from im1.transport.folder import FolderClient
+
+        return FolderClient(feed.transport.resolved())
+    from im1.transport.sftp import SftpClient
+
+    return SftpClient(sftp_settings(feed))
 
 
 def pgp_key(feed: Feed) -> PgpKey:

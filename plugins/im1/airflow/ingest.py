@@ -1,15 +1,17 @@
-"""Build one daily ingest DAG per configured feed (the DAG file only calls :func:`build_all`).
+"""Build one daily ingest DAG per configured feed, EMIS or TPP (the DAG file only calls :func:`build_all`).
 
 Shape::
 
     discover -> wait_for_batch (sensor) -> fetch -> [stage] -> organisation[ods].load -> organisation[ods].quality
                                                                                         -> [cleanup (teardown)]
 
-* ``discover`` lists the landing place and groups files into batches of this data interval;
-* ``wait_for_batch`` (reschedule mode) waits until every expected table of those batches is
-  there; after the feed's ``batch_deadline_hours`` it quarantines the incomplete batches and
-  fails with an alert naming the missing tables;
-* ``fetch`` downloads and archives the encrypted originals;
+* ``discover`` lists the landing place (EMIS: the SFTP site; TPP: the gateway folder, local or
+  SFTP) and groups files into batches of this data interval;
+* ``wait_for_batch`` (reschedule mode) waits until every batch is complete (EMIS: a file for
+  every expected table; TPP: ``SRManifest.csv`` and every file it names); after the feed's
+  ``batch_deadline_hours`` it quarantines the incomplete batches and fails with an alert naming
+  what is missing;
+* ``fetch`` downloads and archives the originals (EMIS encrypted; TPP plaintext, owner-only);
 * multi-organisation feeds only: ``stage`` loads the shared tables once (organisation ``*``)
   and COPYs each per-practice file once into UNLOGGED staging; ``cleanup`` drops staging;
 * ``organisation`` is a task group mapped per ODS code (and ``*`` for a multi-organisation
@@ -17,7 +19,10 @@ Shape::
   ``quality`` (Great Expectations from the spec), which publishes the feed-and-organisation
   Asset through an AssetAlias only when that organisation's rows changed and passed.
 
-Everything heavy is imported inside the tasks, so parsing stays cheap.
+The supplier's steps live in :mod:`im1.ingest.emis_pipeline` and :mod:`im1.ingest.tpp_pipeline`
+(same shapes: ``discover``, ``fetch``, ``PlannedBatch``); TPP feeds are organisation extracts, so
+they have no ``stage``/``cleanup``. Everything heavy is imported inside the tasks, so parsing
+stays cheap.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from airflow.sdk import (
     teardown,
 )
 
+from im1.airflow import lineage
 from im1.airflow.callbacks import notify_failure
 from im1.config import Feed, FeedConfig, load_config
 from im1.warehouse import CONN_LOADER
@@ -50,14 +56,21 @@ DOC = """
 ### IM1 ingest: {feed_id} ({supplier}, {extract})
 
 Daily at `{schedule}` ({tz}). Waits (up to `batch_deadline_hours`, a run parameter, default
-{deadline} h) until every table of the interval's batches has arrived, fetches them, archives the
-encrypted originals, decrypts them in a private work folder, validates the headers against the
-spec and COPYs them into `{schema}` in one transaction per batch and organisation, then checks each
-raw batch with Great Expectations. Bad batches are quarantined with the reason in
-`ingest.batches`; `im1 ingest release <batch_id>` (or the `im1_release` DAG) re-queues one.
+{deadline} h) until {complete}, fetches them, {handling} and COPYs them into `{schema}` in one
+transaction per batch and organisation, then checks each raw batch with Great Expectations. Bad
+batches are quarantined with the reason in `ingest.batches`; `im1 ingest release <batch_id>` (or
+the `im1_release` DAG) re-queues one.
 
 Organisations: {orgs}
 """
+DOC_SUPPLIER = {
+    "emis": {"complete": "every table of the interval's batches has arrived",
+             "handling": "archives the encrypted originals, decrypts them in a private work folder, validates "
+                         "the headers against the spec"},
+    "tpp": {"complete": "each batch folder of the interval has its `SRManifest.csv` and every file it names",
+            "handling": "archives them (owner-only), decodes them from Windows-1252 to UTF-8 as they stream in, "
+                        "maps the headers by name onto the TPP column list, records each file's IsDelta"},
+}
 
 
 def poke_seconds() -> float:
@@ -113,6 +126,17 @@ def _until(data_interval_end, feed: Feed) -> dt.datetime | None:
     return pendulum.instance(data_interval_end).in_timezone(feed.timezone).naive()
 
 
+def _pipeline(feed: Feed):
+    """The supplier's ingest steps (imported at run time, never while the DAG file is parsed)."""
+    if feed.supplier == "tpp":
+        from im1.ingest import tpp_pipeline
+
+        return tpp_pipeline
+    from im1.ingest import emis_pipeline
+
+    return emis_pipeline
+
+
 def _waited(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
@@ -122,8 +146,8 @@ def _waited(seconds: float) -> str:
 
 
 def build_ingest_dag(feed: Feed) -> DAG:
-    if feed.supplier != "emis":
-        raise NotImplementedError(f"feed {feed.id}: only EMIS feeds have an ingest DAG so far")
+    if feed.supplier == "tpp" and feed.extract != "organisation":
+        raise NotImplementedError(f"feed {feed.id}: TPP feeds are organisation extracts (one practice per feed)")
     orgs = [o.ods_code for o in feed.organisations]
     multi = feed.extract == "multi_organisation"
     alias = raw_alias(feed)
@@ -146,7 +170,7 @@ def build_ingest_dag(feed: Feed) -> DAG:
         doc_md=DOC.format(
             feed_id=feed.id, supplier=feed.supplier, extract=feed.extract, schedule=feed.schedule,
             tz=feed.timezone, schema=f"raw_{feed.supplier}", orgs=", ".join(orgs),
-            deadline=deadline_hours(feed),
+            deadline=deadline_hours(feed), **DOC_SUPPLIER[feed.supplier],
         ),
     ) as dag:
 
@@ -157,17 +181,16 @@ def build_ingest_dag(feed: Feed) -> DAG:
             from airflow.sdk.exceptions import AirflowSkipException
 
             from im1.airflow import connections
-            from im1.ingest import emis_pipeline
-            from im1.transport.sftp import SftpClient
 
             conninfo = connections.postgres_conninfo(CONN_LOADER)
             until = _until(data_interval_end, feed)
-            with SftpClient(connections.sftp_settings(feed)) as client:
-                found = emis_pipeline.discover(client, feed, conninfo, until=until)
+            with connections.transport_client(feed) as client:
+                found = _pipeline(feed).discover(client, feed, conninfo, until=until)
             print(f"complete batches to load: {[b.batch_key for b in found.ready]}; incomplete: {found.incomplete}; "
                   f"already done: {len(found.already_loaded)}; after this interval: {found.after_interval}")
             if found.foreign_files:
-                print(f"files that are not EMIS extracts for this agreement (ignored): {found.foreign_files}")
+                print(f"files that are not {feed.supplier.upper()} extracts for this feed (ignored): "
+                      f"{found.foreign_files}")
             if not found.ready and not found.incomplete:
                 raise AirflowSkipException("no new batch for this interval")
             return {"ready": [asdict(b) for b in found.ready], "incomplete": found.incomplete,
@@ -184,12 +207,11 @@ def build_ingest_dag(feed: Feed) -> DAG:
                 return PokeReturnValue(is_done=True, xcom_value={"ready": discovered["ready"]})
             from im1.airflow import connections
             from im1.ingest import emis_pipeline
-            from im1.transport.sftp import SftpClient
 
             conninfo = connections.postgres_conninfo(CONN_LOADER)
             until = dt.datetime.fromisoformat(discovered["until"]) if discovered["until"] else None
-            with SftpClient(connections.sftp_settings(feed)) as client:
-                found = emis_pipeline.discover(client, feed, conninfo, until=until)
+            with connections.transport_client(feed) as client:
+                found = _pipeline(feed).discover(client, feed, conninfo, until=until)
             if not found.incomplete:
                 print(f"every batch is complete: {[b.batch_key for b in found.ready]}")
                 return PokeReturnValue(is_done=True, xcom_value={"ready": [asdict(b) for b in found.ready]})
@@ -209,14 +231,14 @@ def build_ingest_dag(feed: Feed) -> DAG:
         @task
         def fetch(plan: dict) -> list[dict]:
             from im1.airflow import connections
-            from im1.ingest import emis_pipeline
-            from im1.transport.sftp import SftpClient
 
             conninfo = connections.postgres_conninfo(CONN_LOADER)
+            pipe = _pipeline(feed)
             out = []
-            with SftpClient(connections.sftp_settings(feed)) as client:
+            with connections.transport_client(feed) as client:
                 for b in plan["ready"]:
-                    out.append(emis_pipeline.fetch(client, feed, emis_pipeline.PlannedBatch.from_dict(b), conninfo))
+                    out.append(pipe.fetch(client, feed, pipe.PlannedBatch.from_dict(b), conninfo))
+            lineage.record_fetch(feed, out)
             return out
 
         @setup
@@ -237,6 +259,7 @@ def build_ingest_dag(feed: Feed) -> DAG:
                 except QuarantineError as err:
                     bad.append(str(err))
             print(f"staged: {out}")
+            lineage.record_stage(feed, fetched, conninfo, out)
             if bad:
                 raise AirflowFailException(" | ".join(bad))
             return out
@@ -247,15 +270,21 @@ def build_ingest_dag(feed: Feed) -> DAG:
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
             from im1.airflow import connections
-            from im1.ingest import emis_pipeline, multi_org
+            from im1.ingest import emis_pipeline, multi_org, tpp_pipeline
             from im1.ingest.emis_pipeline import QuarantineError
 
             get_current_context()["ods_code"] = ods_code
             if ods_code == SHARED:  # loaded by `stage`; `quality` checks it
                 return {"ods_code": ods_code, "rows": None, "batches": []}
             conninfo = connections.postgres_conninfo(CONN_LOADER)
-            key = connections.pgp_key(feed)
-            step = multi_org.load_org if multi else emis_pipeline.load
+            if feed.supplier == "tpp":
+                def step(feed, ods_code, b, _key, conninfo):
+                    return tpp_pipeline.load(feed, ods_code, b, conninfo)
+
+                key = None
+            else:
+                key = connections.pgp_key(feed)
+                step = multi_org.load_org if multi else emis_pipeline.load
             results, quarantined = [], []
             # oldest first: batches are applied in extract-timestamp order
             for b in sorted(fetched, key=lambda x: x["extract_ts"]):
@@ -265,6 +294,7 @@ def build_ingest_dag(feed: Feed) -> DAG:
                     quarantined.append(str(err))
             rows = sum(r["rows"] for r in results)
             print(f"{ods_code}: {rows} rows loaded from {len(results)} batch(es): {results}")
+            lineage.record_load(feed, ods_code, fetched, conninfo, results)
             if quarantined:
                 raise AirflowFailException(" | ".join(quarantined))
             if all(r.get("skipped") for r in results):
@@ -327,4 +357,4 @@ def build_ingest_dag(feed: Feed) -> DAG:
 
 def build_all(cfg: FeedConfig | None = None) -> list[DAG]:
     cfg = cfg or load_config()
-    return [build_ingest_dag(f) for f in cfg.enabled_feeds if f.supplier == "emis"]
+    return [build_ingest_dag(f) for f in cfg.enabled_feeds]
