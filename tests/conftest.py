@@ -37,9 +37,16 @@ def _scratch_databases(url: str) -> tuple[str, str, str]:
     return admin.url_for(wh_db), admin.url_for(af_db), admin.url_for("postgres")
 
 
+def _xdist_controller(config: pytest.Config) -> bool:
+    """True in the process that only hands tests to pytest-xdist workers (``-n``): it runs none."""
+    return bool(getattr(config.option, "numprocesses", None)) and "PYTEST_XDIST_WORKER" not in os.environ
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    if os.environ.get("IM1_TEST_SESSION_READY"):
+    if os.environ.get("IM1_TEST_SESSION_READY") or _xdist_controller(config):
         return
+    # each session (each xdist worker) gets a state folder, a PostgreSQL, a warehouse, an Airflow
+    # metadata database and dbt/cosmos target folders of its own, so workers never share state
     state = Path(tempfile.mkdtemp(prefix="im1-test-"))
     os.environ["IM1_STATE_DIR"] = str(state)
     os.environ["IM1_PROJECT_ROOT"] = str(ROOT)
@@ -78,8 +85,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # the transform DAG loads the dbt manifest; build it if this is a bare `pytest` run
     manifest = ROOT / "dbt_project" / "target" / "manifest.json"
     if not manifest.exists():
-        subprocess.run([str(Path(sys.executable).parent / "dbt"), "parse", "--quiet"], cwd=ROOT / "dbt_project",
-                       env={**os.environ, "DBT_PROFILES_DIR": "."}, check=True)
+        import fcntl
+
+        with open(ROOT / "dbt_project" / ".parse.lock", "w") as lock:  # xdist workers start together
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not manifest.exists():
+                subprocess.run([str(Path(sys.executable).parent / "dbt"), "parse", "--quiet"],
+                               cwd=ROOT / "dbt_project", env={**os.environ, "DBT_PROFILES_DIR": "."}, check=True)
     res = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=os.environ.copy(),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if res.returncode != 0:
@@ -183,3 +195,18 @@ def db(warehouse):
 
     with psycopg.connect(warehouse.admin_url, autocommit=True) as conn:
         yield conn
+
+
+# The longest test files first: with pytest-xdist (``-n``, one file per worker at a time) they then
+# start at once on different workers instead of ending the run on one of them. Order only.
+_SLOW_FIRST = ("tests/e2e/", "tests/distributed/", "tests/transform/", "tests/stack/test_stack_flow.py",
+               "tests/integration/test_activity_models.py", "tests/dbt/", "tests/ingest/test_dag_reliability.py",
+               "tests/ingest/test_multi_org.py")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    def rank(item) -> int:
+        path = Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
+        return next((i for i, prefix in enumerate(_SLOW_FIRST) if path.startswith(prefix)), len(_SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: the order inside each file is kept

@@ -24,7 +24,7 @@ def test_requirements_is_a_full_pinned_lock():
 def test_dbt_sources_are_generated_from_the_specs():
     from im1 import dbtgen
 
-    assert dbtgen.stale() == [], "run `im1 dbt gen-sources` and commit the result"
+    assert dbtgen.stale() == [], "run `im1 dbt gen` and commit the result"
 
 
 def test_no_key_material_or_state_is_tracked():

@@ -7,10 +7,12 @@
     im1 env                       print the environment (eval "$(im1 env)") for airflow/dbt by hand
     im1 run -- CMD ...            run CMD in that environment, with the warehouse up
     im1 synth --out DIR ...       synthetic EMIS/TPP deliveries over several days, with ground truth
+                                  (--feed ID: for a configured feed, e.g. the Compose stack's supplier)
     im1 sftp-server ...           serve a folder over SFTP (the demo's supplier site)
-    im1 dbt gen-sources           regenerate dbt source YAML from include/specs
+    im1 dbt gen                   regenerate dbt sources and EMIS staging models from include/specs
     im1 ingest status [--feed ID] batches per feed/organisation: status, rows, error, freshness
     im1 ingest release BATCH_ID [--reason TEXT]   re-queue a quarantined batch for the next run
+    im1 stack init|metabase-setup the Docker Compose stack's one-shot jobs (docker-compose.yaml)
 """
 
 from __future__ import annotations
@@ -108,6 +110,12 @@ def _cmd_airflow(a: argparse.Namespace) -> int:
     return run_local_airflow(port=a.port)
 
 
+def _cmd_docs(a: argparse.Namespace) -> int:
+    from im1.docs import run_docs
+
+    return run_docs(port=a.port, host=a.host, build=not a.no_build)
+
+
 def _cmd_sftp_server(a: argparse.Namespace) -> int:
     from im1.transport.sftp_server import SftpServer, load_private_key, load_public_key
 
@@ -163,10 +171,31 @@ def _cmd_synth(a: argparse.Namespace) -> int:
                 (keys / name).chmod(0o600)
             recipient = kp.fingerprint
             print(f"generated a demo consumer key pair in {keys} (passphrase in {keys / 'passphrase'})")
+    feed = None
+    if a.feed:
+        from im1 import demo
+        from im1.config import FeedConfigError, load_config
+
+        try:
+            feed = load_config().feed(a.feed)
+        except (FeedConfigError, KeyError) as err:
+            print(f"--feed {a.feed}: {err}", file=sys.stderr)
+            return 2
+        if feed.supplier == "tpp" and feed.transport.kind != "folder":
+            print(f"--feed {a.feed}: TPP feeds are played into a gateway folder (transport kind: folder)",
+                  file=sys.stderr)
+            return 2
     try:
         suppliers = ["emis", "tpp"] if a.supplier == "both" else [a.supplier]
+        if feed is not None:
+            suppliers = [feed.supplier]
         for sup in suppliers:
-            if sup == "emis":
+            if feed is not None:
+                # the feed's own identities (ODS codes, organisation GUIDs, sharing agreement), so the
+                # platform configured with that feed loads what is generated
+                worlds = [demo.world_for(feed, days=a.days, patients=a.patients, seed=a.seed, start=start,
+                                         years=a.years, volume=a.volume)]
+            elif sup == "emis":
                 groups = [None] if (a.multi_org or a.practices == 1) else list(range(a.practices))
                 worlds = [
                     build_world(seed=a.seed + (g or 0), practices=a.practices if g is None else 1,
@@ -182,7 +211,8 @@ def _cmd_synth(a: argparse.Namespace) -> int:
             for world in worlds:
                 for day in range(a.days):
                     if sup == "emis":
-                        feed_dir = supplier.emis_feed_dir(out, world)
+                        feed_dir = (out / feed.transport.path.strip("/")) if feed is not None \
+                            else supplier.emis_feed_dir(out, world)
                         if day == 0 and a.patients * a.practices >= 2000 and not a.legacy_names and a.version == "8.2":
                             pub = supplier.write_emis_bulk(world, feed_dir, keyring=kr, recipient=recipient,
                                                            workers=a.workers)
@@ -190,7 +220,10 @@ def _cmd_synth(a: argparse.Namespace) -> int:
                             pub = supplier.publish_emis_day(world, day, feed_dir, keyring=kr, recipient=recipient,
                                                             legacy_names=a.legacy_names, version=a.version)
                     else:
-                        pub = supplier.publish_tpp_day(world, day, out / "tpp", rebulk_day=a.rebulk_day)
+                        # a TPP feed's deliveries go into the gateway folder it reads
+                        gateway = feed.transport.resolved() if feed is not None else out / "tpp"
+                        gateway.mkdir(parents=True, exist_ok=True)
+                        pub = supplier.publish_tpp_day(world, day, gateway, rebulk_day=a.rebulk_day)
                     rows = sum(pub.rows.values())
                     total_rows += rows
                     print(f"{sup} {world.practices[0].ods_code}{'+' if len(world.practices) > 1 else ''} "
@@ -208,7 +241,7 @@ def _cmd_synth(a: argparse.Namespace) -> int:
 def _cmd_dbt(a: argparse.Namespace) -> int:
     from im1 import dbtgen
 
-    if a.action == "gen-sources":
+    if a.action in ("gen", "gen-sources", "gen-staging"):
         for p in dbtgen.write_all():
             print(f"wrote {p}")
     return 0
@@ -234,6 +267,20 @@ def _cmd_ingest(a: argparse.Namespace) -> int:
         except ledger.ReleaseError as err:
             print(f"cannot release: {err}", file=sys.stderr)
             return 2
+    return 0
+
+
+def _cmd_stack(a: argparse.Namespace) -> int:
+    from im1 import stack
+
+    if a.action == "init":
+        return stack.init(supplier_dir=Path(a.supplier_dir) if a.supplier_dir else None,
+                          databases=a.database or [], pool_slots=a.pool_slots)
+    try:
+        stack.metabase_setup(stack.MetabaseSettings.from_env(), wait=a.wait)
+    except stack.MetabaseError as err:
+        print(f"Metabase set-up failed: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -270,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("--port", type=int, default=int(os.environ.get("IM1_AIRFLOW_PORT", "8080")))
     af.set_defaults(func=_cmd_airflow)
 
+    dc = sub.add_parser("docs", help="build the dbt docs (and GX Data Docs) and serve them on a local port")
+    dc.add_argument("--port", type=int, default=int(os.environ.get("IM1_DOCS_PORT", "8081")))
+    dc.add_argument("--host", default="127.0.0.1")
+    dc.add_argument("--no-build", action="store_true", help="serve what is there without building")
+    dc.set_defaults(func=_cmd_docs)
+
     s = sub.add_parser("sftp-server", help="serve a folder over SFTP (key auth, fixed host key)")
     s.add_argument("--root", required=True)
     s.add_argument("--host", default="127.0.0.1")
@@ -283,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     sy = sub.add_parser("synth", help="generate synthetic EMIS/TPP deliveries with ground truth")
     sy.add_argument("--out", required=True, help="output folder")
     sy.add_argument("--supplier", choices=["emis", "tpp", "both"], default="both")
+    sy.add_argument("--feed", help="play this configured feed: its ODS codes, organisation GUIDs and agreement; "
+                                   "EMIS files under <out>/<the feed's SFTP path>, TPP batches into the feed's "
+                                   "gateway folder")
     sy.add_argument("--practices", type=int, default=1)
     sy.add_argument("--patients", type=int, default=300, help="patients per practice")
     sy.add_argument("--days", type=int, default=3, help="day 0 is the bulk, then daily deltas")
@@ -314,8 +370,22 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--reason", help="why it may be loaded now (kept in the ledger)")
     rel.set_defaults(func=_cmd_ingest)
 
+    sk = sub.add_parser("stack", help="one-shot jobs of the Docker Compose stack (docker-compose.yaml)")
+    sksub = sk.add_subparsers(dest="action", required=True)
+    si = sksub.add_parser("init", help="bootstrap the warehouse, migrate Airflow, pools, demo keys and connections")
+    si.add_argument("--supplier-dir", help="the mock supplier's folder: gets its SSH host key, the authorised "
+                                           "client key and the consumer's PGP public key")
+    si.add_argument("--database", action="append",
+                    help="also create this database on the Airflow metadata server (repeatable)")
+    si.add_argument("--pool-slots", type=int, default=int(os.environ.get("IM1_POOL_SLOTS", "4")),
+                    help="slots of each supplier-host pool (default 4, or IM1_POOL_SLOTS)")
+    si.set_defaults(func=_cmd_stack)
+    sm = sksub.add_parser("metabase-setup", help="first Metabase admin + the warehouse connection as bi_reader")
+    sm.add_argument("--wait", type=float, default=600, help="seconds to wait for Metabase to be healthy")
+    sm.set_defaults(func=_cmd_stack)
+
     db = sub.add_parser("dbt", help="dbt helpers")
-    db.add_argument("action", choices=["gen-sources"])
+    db.add_argument("action", choices=["gen", "gen-sources", "gen-staging"])
     db.set_defaults(func=_cmd_dbt)
     return p
 

@@ -169,6 +169,9 @@ class Feed(_Strict):
         else:
             if self.pgp_conn_id or self.sharing_agreement_guid:
                 problems.append("pgp_conn_id/sharing_agreement_guid: only apply to EMIS feeds")
+            if self.extract == "multi_organisation":
+                problems.append("extract: multi_organisation is not supported for TPP feeds yet (rows are not split "
+                                "by IDOrganisationVisibleTo); declare one feed per practice with extract: organisation")
             for i, org in enumerate(self.organisations):
                 if org.supplier_org_id not in (None, org.ods_code):
                     problems.append(

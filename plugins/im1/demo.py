@@ -3,11 +3,16 @@
 1. start the embedded PostgreSQL (unless ``IM1_WAREHOUSE_URL`` is set) and bootstrap it;
 2. create demo keys *at run time* (a PGP key pair for the consumer, SSH host and client keys)
    and the Airflow connections that hold them (``.im1/secrets``, never in the repo);
-3. play the supplier: generate the synthetic deliveries for every loopback feed in the feed
-   config, encrypt them to the demo public key and serve them from a real SFTP server;
+3. play the supplier: generate the synthetic deliveries for every demo feed in the feed config:
+   EMIS feeds on a loopback SFTP host (encrypted to the demo public key, served from a real SFTP
+   server) and TPP feeds reading a local gateway folder with synthetic (``Z``) practices (SystmOne
+   batch folders written there: a bulk, daily deltas, and a re-bulk of SRCode on day 3);
 4. run the real DAGs day by day (``airflow dags test``): ingest per feed, then the dbt transform;
-5. print the list-size mart, read through the read-only BI role, and check it against the
-   synthetic supplier's ground truth.
+5. print the list-size mart (read as ``mart_reader``, the restricted role that may see unsuppressed
+   marts) and the published appointments mart as the BI tools see it (``bi_reader``: small numbers
+   suppressed); check every mart against the synthetic supplier's ground truth (MATCH/MISMATCH per
+   mart; the demo fails on a mismatch) and the TPP staging models' current state against the
+   supplier's own final snapshot, table by table.
 """
 
 from __future__ import annotations
@@ -26,13 +31,13 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from im1 import paths, runtime
+from im1 import paths, reconcile, runtime
 from im1.config import Feed, FeedConfig, load_config
 from im1.crypto import Keyring
-from im1.synth import supplier, truth
+from im1.synth import supplier, tpp, truth
 from im1.synth.world import World, build_world
 from im1.transport.sftp_server import generate_ed25519, load_private_key, public_key_line
-from im1.warehouse import BI_READER, Warehouse
+from im1.warehouse import BI_READER, MART_READER, Warehouse
 from im1.warehouse.bootstrap import bootstrap, ensure_database
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -90,11 +95,30 @@ def ensure_keys(keys_dir: Path | None = None) -> DemoKeys:
     return DemoKeys(fpr.read_text().strip(), pub, sec, pw.read_text().strip(), host, client)
 
 
+def demo_hosts() -> set[str]:
+    """Hosts on which the demo plays the supplier: loopback, and the Compose stack's SFTP service
+    when ``IM1_DEMO_SFTP_HOST`` names it (``supplier-sftp`` in docker-compose.yaml)."""
+    extra = os.environ.get("IM1_DEMO_SFTP_HOST", "").strip()
+    return LOOPBACK | ({extra} if extra else set())
+
+
 def demo_feeds(cfg: FeedConfig) -> list[Feed]:
+    hosts = demo_hosts()
     return [
         f
         for f in cfg.enabled_feeds
-        if f.supplier == "emis" and f.transport.kind == "sftp" and f.transport.host in LOOPBACK
+        if f.supplier == "emis" and f.transport.kind == "sftp" and f.transport.host in hosts
+    ]
+
+
+def demo_tpp_feeds(cfg: FeedConfig) -> list[Feed]:
+    """TPP feeds the demo plays the supplier for: a local gateway folder and only synthetic practices
+    (ODS codes starting with Z), so the demo never writes into a real practice's gateway."""
+    return [
+        f
+        for f in cfg.enabled_feeds
+        if f.supplier == "tpp" and f.transport.kind == "folder"
+        and all(o.ods_code.startswith("Z") for o in f.organisations)
     ]
 
 
@@ -125,17 +149,20 @@ def sftp_root() -> Path:
     return demo_dir() / "supplier" / "sftp"
 
 
-def world_for(feed: Feed, *, days: int, patients: int, seed: int) -> World:
+def world_for(feed: Feed, *, days: int, patients: int, seed: int, start: dt.date = DEMO_START,
+              years: float = DEMO_YEARS, volume: float = 1.0) -> World:
     """The synthetic population behind a demo feed, with the feed's own identities (GUIDs, ODS codes)."""
     return build_world(
+        supplier=feed.supplier,
         seed=seed + sum(map(ord, feed.id)),
         ods_codes=[o.ods_code for o in feed.organisations],
         org_guids={o.ods_code: feed.supplier_org_id(o) for o in feed.organisations},
         agreement_guid=feed.sharing_agreement_guid,
         patients_per_practice=patients,
-        start=DEMO_START,
+        start=start,
         days=days,
-        years=DEMO_YEARS,
+        years=years,
+        volume=volume,
         inactive_practices=1,
     )
 
@@ -147,6 +174,18 @@ def publish_day(world: World, feed: Feed, day: int, keys: DemoKeys) -> supplier.
     with Keyring() as kr:
         kr.import_key(Path(keys.pgp_public_file).read_text())
         return supplier.publish_emis_day(world, day, feed_dir, keyring=kr, recipient=keys.pgp_fingerprint)
+
+
+def tpp_rebulk_day(days: int) -> int | None:
+    """The demo re-sends SRCode in full on day 3 (as TPP does now and then), when it runs that long."""
+    return 2 if days >= 3 else None
+
+
+def publish_tpp_day(world: World, feed: Feed, day: int, days: int) -> supplier.Published:
+    """Write day ``day``'s SystmOne batch folder (0 = bulk, then deltas) into the feed's gateway folder."""
+    gateway = feed.transport.resolved()
+    gateway.mkdir(parents=True, exist_ok=True)
+    return supplier.publish_tpp_day(world, day, gateway, rebulk_day=tpp_rebulk_day(days))
 
 
 def _wait_port(host: str, port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
@@ -184,9 +223,10 @@ def start_sftp_server(feed: Feed, keys: DemoKeys, env: dict[str, str]) -> subpro
     return proc
 
 
-def prepare_airflow(env: dict[str, str], cfg: FeedConfig) -> None:
+def prepare_airflow(env: dict[str, str], cfg: FeedConfig, *, slots: int = 4) -> None:
+    """Migrate the Airflow metadata database and create one pool per supplier host (``slots`` each)."""
     runtime.run(runtime.airflow_cmd("db", "migrate"), env, quiet=True)
-    pools = {f.pool: {"slots": 4, "description": f"Connections to {f.pool} (im1)"} for f in cfg.enabled_feeds}
+    pools = {f.pool: {"slots": slots, "description": f"Connections to {f.pool} (im1)"} for f in cfg.enabled_feeds}
     pools_file = paths.state_dir() / "airflow" / "im1_pools.json"
     pools_file.parent.mkdir(parents=True, exist_ok=True)
     pools_file.write_text(json.dumps(pools))
@@ -212,6 +252,12 @@ def run_dag(dag_id: str, logical_date: dt.datetime, env: dict[str, str]) -> floa
         tail = "\n".join((res.stdout or "").splitlines()[-40:])
         raise RuntimeError(f"DAG {dag_id} failed for {logical_date:%Y-%m-%d} (log: {log_file}):\n{tail}")
     return secs
+
+
+def _demo_owned(path: Path) -> bool:
+    """A folder the demo may empty: inside the state folder (or the project's default ``.im1``)."""
+    path = path.resolve()
+    return any(path.is_relative_to(p.resolve()) for p in (paths.state_dir(), paths.project_root() / ".im1"))
 
 
 def fresh_start(wh: Warehouse, feeds: list[Feed]) -> None:
@@ -240,16 +286,54 @@ def fresh_start(wh: Warehouse, feeds: list[Feed]) -> None:
             conn.execute("delete from ingest.batches where feed_id = any(%s)", (ids,))
     for f in feeds:
         shutil.rmtree(paths.state_dir() / "archive" / f.id, ignore_errors=True)
+        if f.transport.kind == "folder":
+            gateway = f.transport.resolved()
+            if _demo_owned(gateway):
+                shutil.rmtree(gateway, ignore_errors=True)
+            elif gateway.exists():
+                say(f"{f.id}: gateway {gateway} is outside the demo's state folder; not emptied (batch folders "
+                    "already there are loaded as they are)")
     shutil.rmtree(sftp_root(), ignore_errors=True)
 
 
 def read_mart(wh: Warehouse) -> list[tuple]:
-    """Read the mart as the read-only BI role, as a BI tool would."""
-    with psycopg.connect(wh.role_url(BI_READER)) as conn:
+    """Read the unsuppressed mart as mart_reader (BI tools, as bi_reader, see only the published schema)."""
+    with psycopg.connect(wh.role_url(MART_READER)) as conn:
         return conn.execute(
-            "select practice_code, snapshot_date, sex, age_band, patients from marts.mart_list_size "
+            "select practice_code, snapshot_date, sex, age_band, patients from marts.mart_list_size as m "
+            "where snapshot_date = (select max(snapshot_date) from marts.mart_list_size as l "
+            "                       where l.practice_code = m.practice_code) "
             "order by practice_code, snapshot_date, age_band_order, sex"
         ).fetchall()
+
+
+def print_published_appointments(wh: Warehouse) -> None:
+    """The latest full month of published.pub_appointments, read as bi_reader as a BI tool would."""
+    with psycopg.connect(wh.role_url(BI_READER)) as conn:
+        rows = conn.execute(
+            "select practice_code, appointment_month, gpad_status, gpad_mode, sum(appointments), bool_or(is_suppressed) "
+            "from published.pub_appointments p "
+            "where appointment_month = (select max(appointment_month) - interval '1 month' "
+            "                           from published.pub_appointments q where q.practice_code = p.practice_code) "
+            "group by 1, 2, 3, 4 order by 1, 3, 4").fetchall()
+    for prac in sorted({r[0] for r in rows}):
+        month = next(r[1] for r in rows if r[0] == prac)
+        print(f"\npublished.pub_appointments (as bi_reader) - practice {prac}, {month:%B %Y}: the sum of its "
+              "cells by status and mode (cells of 1-7 suppressed, others rounded to 5)")
+        for _p, _m, status, mode, n, suppressed in (r for r in rows if r[0] == prac):
+            print(f"  {status:<8} {mode:<24} {n if n is not None else 0:>6}{'  (+ suppressed cells *)' if suppressed else ''}")
+
+
+def check_marts(wh: Warehouse, worlds: list[World], as_of: dt.date) -> bool:
+    """Compare every mart with the ground truth of the worlds on data date ``as_of``; print the result."""
+    expected: dict[str, list[dict]] = {}
+    for w in worlds:
+        for table, rows in truth.compute(w, as_of).items():
+            expected.setdefault(table, []).extend(rows)
+    with psycopg.connect(wh.role_url(MART_READER)) as conn:
+        diffs = reconcile.compare(conn, expected)
+    say(f"marts vs the synthetic supplier's ground truth on {as_of}:")
+    return reconcile.report(diffs)
 
 
 def print_mart(rows: list[tuple]) -> None:
@@ -270,14 +354,41 @@ def print_mart(rows: list[tuple]) -> None:
         print(f"  {'all':<9}{tot['female']:>8}{tot['male']:>8}{tot['other']:>8}{sum(tot.values()):>8}")
 
 
+def check_tpp_staging(wh: Warehouse, feed: Feed, world: World, last: dt.date) -> bool:
+    """Each TPP staging model's rows for the practice = the supplier's own snapshot on the last data date.
+
+    Staging reduces every delivered batch (bulk, deltas, the re-bulk) to the current state; the
+    snapshot is what the supplier holds. Shared-care rows are in both (staging flags them)."""
+    ods = feed.organisations[0].ods_code
+    snap = tpp.snapshot(world, last)
+    ok = True
+    with psycopg.connect(wh.admin_url) as conn:
+        for table, rows in sorted(snap.items()):
+            if table in tpp.ALWAYS_EMPTY:
+                continue
+            got = conn.execute(f"select count(*) from staging.stg_tpp__{table.lower()} "  # noqa: S608 - fixed names
+                               "where practice_code = %s", (ods,)).fetchone()[0]
+            if got != len(rows):
+                ok = False
+                say(f"  {feed.id} staging.stg_tpp__{table.lower()}: {got} rows, the supplier holds {len(rows)}")
+        shared = conn.execute("select count(*) from staging.stg_tpp__srcode where practice_code = %s "
+                              "and is_shared_care", (ods,)).fetchone()[0]
+    say(f"TPP staging ({feed.id}, practice {ods}) vs the supplier's final snapshot: {'MATCH' if ok else 'MISMATCH'} "
+        f"({sum(len(r) for r in snap.values()):,} current rows in {len(snap)} tables; {shared} SRCode rows flagged "
+        "as shared care)")
+    return ok
+
+
 def run_demo(*, days: int = 1, patients: int = 300, seed: int = 42) -> int:
     t_start = time.monotonic()
     cfg = load_config()
-    feeds = demo_feeds(cfg)
+    emis_feeds = demo_feeds(cfg)
+    tpp_feeds = demo_tpp_feeds(cfg)
+    feeds = emis_feeds + tpp_feeds
     if not feeds:
         raise SystemExit(
-            f"{paths.feeds_file()} declares no demo feed (an EMIS feed on a loopback SFTP host); "
-            "the demo plays the supplier for those only"
+            f"{paths.feeds_file()} declares no demo feed (an EMIS feed on a loopback SFTP host, or a TPP feed "
+            "reading a local gateway folder for synthetic Z practices); the demo plays the supplier for those only"
         )
     with runtime.warehouse_up() as wh:
         say(f"warehouse: {'embedded PostgreSQL' if wh.embedded else 'IM1_WAREHOUSE_URL'} "
@@ -288,42 +399,49 @@ def run_demo(*, days: int = 1, patients: int = 300, seed: int = 42) -> int:
         ensure_database(wh, "airflow")
         env = runtime.local_env(wh)
         keys = ensure_keys()
-        write_connections(feeds, keys)
+        write_connections(emis_feeds, keys)
         say("demo keys and Airflow connections ready (generated at run time under .im1/, git-ignored)")
         prepare_airflow(env, cfg)
         ensure_manifest(env)
         worlds = {f.id: world_for(f, days=days, patients=patients, seed=seed) for f in feeds}
-        server = start_sftp_server(feeds[0], keys, env)
-        say(f"supplier SFTP server on {feeds[0].transport.host}:{feeds[0].transport.port} (pinned host key)")
+        server = start_sftp_server(emis_feeds[0], keys, env) if emis_feeds else None
+        if server:
+            say(f"supplier SFTP server on {emis_feeds[0].transport.host}:{emis_feeds[0].transport.port} "
+                "(pinned host key)")
         try:
             for day in range(days):
                 on = DEMO_START + dt.timedelta(days=day)
-                for f in feeds:
+                for f in emis_feeds:
                     pub = publish_day(worlds[f.id], f, day, keys)
                     say(f"day {day + 1}/{days} (data {on}): supplier published {'a bulk' if day == 0 else 'a delta'}"
                         f" for {f.id}: {len(pub.files)} encrypted files, {sum(pub.rows.values()):,} rows")
+                for f in tpp_feeds:
+                    pub = publish_tpp_day(worlds[f.id], f, day, days)
+                    kind = ("a bulk" if day == 0 else "a delta with SRCode re-sent in full"
+                            if day == tpp_rebulk_day(days) else "a delta")
+                    say(f"day {day + 1}/{days} (data {on}): TPP gateway got {kind} for {f.id}: folder "
+                        f"{pub.files[0].parent.name}, {len(pub.files)} files, {sum(pub.rows.values()):,} rows")
                 # the run whose data interval ends at 06:00 (London) on the extract day loads that extract
                 extract_day = World.extract_ts(on).date()
                 logical = dt.datetime.combine(extract_day, dt.time(6, 0), tzinfo=ZoneInfo("Europe/London"))
                 for f in feeds:
                     secs = run_dag(f.dag_id, logical, env)
-                    say(f"  {f.dag_id}: fetched, decrypted and loaded in {secs:.1f}s")
+                    how = "fetched, decrypted and loaded" if f.supplier == "emis" else "copied, decoded and loaded"
+                    say(f"  {f.dag_id}: {how} in {secs:.1f}s")
                 secs = run_dag("im1_transform", logical, env)
                 say(f"  im1_transform (dbt via cosmos): built and tested in {secs:.1f}s")
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            if server:
+                server.terminate()
+                server.wait(timeout=10)
         rows = read_mart(wh)
         print_mart(rows)
+        print_published_appointments(wh)
         last = DEMO_START + dt.timedelta(days=days - 1)
-        expected = []
-        for w in worlds.values():
-            expected += truth.list_size(w, last.replace(day=1), as_of=last)
-        got = {(r[0], r[1].isoformat(), r[2], r[3]): r[4] for r in rows}
-        want = {(e["practice_code"], e["snapshot_date"], e["sex"], e["age_band"]): e["patients"] for e in expected}
-        ok = got == want
-        say(f"mart vs the synthetic supplier's ground truth: {'MATCH' if ok else 'MISMATCH'} "
-            f"({sum(got.values())} patients in the mart, {sum(want.values())} expected)")
+        # every mart, for the practices of both suppliers, against the synthetic supplier's truth
+        ok = check_marts(wh, [worlds[f.id] for f in feeds], last)
+        for f in tpp_feeds:
+            ok = check_tpp_staging(wh, f, worlds[f.id], last) and ok
     say(f"done in {time.monotonic() - t_start:.0f}s. Explore the runs with `make airflow` "
         "(http://localhost:8080); the embedded PostgreSQL has been stopped.")
     return 0 if ok else 1

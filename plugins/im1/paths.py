@@ -45,6 +45,21 @@ def feeds_file() -> Path:
     return Path(env).resolve() if env else include_dir() / "feeds.yaml"
 
 
+def docs_dir() -> Path:
+    """Generated documentation sites served to operators (``dbt/``: dbt docs; GX Data Docs stay in the GX project)."""
+    return state_dir() / "docs"
+
+
+def dbt_docs_dir() -> Path:
+    """Where the transform DAG's ``dbt docs generate`` writes the dbt docs site (index.html, static_index.html)."""
+    return docs_dir() / "dbt"
+
+
+def lineage_dir() -> Path:
+    """The default OpenLineage file transport writes one JSON event per file here."""
+    return state_dir() / "lineage"
+
+
 def private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) readable by the owner only; returns it."""
     path.mkdir(parents=True, exist_ok=True)

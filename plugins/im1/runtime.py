@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import secrets as _secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,8 +23,10 @@ from im1.warehouse import (
     BI_READER,
     CONN_BI,
     CONN_LOADER,
+    CONN_MART_READER,
     CONN_TRANSFORMER,
     LOADER,
+    MART_READER,
     TRANSFORMER,
     Warehouse,
     embedded_server,
@@ -37,6 +41,51 @@ def venv_bin() -> Path:
 
 def connections_file() -> Path:
     return paths.state_dir() / "secrets" / "connections.json"
+
+
+PSEUDONYM_KEY_ENV = "IM1_PSEUDONYM_KEY"
+PSEUDONYM_SETTING = "im1.pseudonym_key"  # the PostgreSQL session setting dbt's person_key macro reads
+
+
+def pseudonym_key_file() -> Path:
+    return paths.state_dir() / "secrets" / "pseudonym_key"
+
+
+def pseudonym_key() -> str:
+    """The secret key of ``person_key`` (HMAC-SHA256 of the NHS number).
+
+    ``IM1_PSEUDONYM_KEY`` when set (a deployment takes it from its secret store); otherwise a key
+    generated once for this machine (``secrets.token_hex(32)``) and kept in the private state
+    folder, mode 0600, like the demo keys. Never a default in the repository.
+    """
+    key = os.environ.get(PSEUDONYM_KEY_ENV, "").strip()
+    if key:
+        return key
+    path = pseudonym_key_file()
+    if not path.exists():
+        paths.private_dir(path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(_secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)  # atomic; the first process to get here wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
+
+
+def pgoptions_with_key(key: str, existing: str = "") -> str:
+    """``PGOPTIONS`` that hands the key to every new PostgreSQL session as ``im1.pseudonym_key``.
+
+    dbt's SQL reads it with ``current_setting`` so the secret never appears in SQL text (compiled
+    SQL, manifest, logs, the docs site). libpq option values escape spaces and backslashes.
+    """
+    kept = re.sub(r"\s*-c\s*" + re.escape(PSEUDONYM_SETTING) + r"=(\\.|\S)*", "", existing or "").strip()
+    value = key.replace("\\", "\\\\").replace(" ", "\\ ")
+    return f"{kept} -c {PSEUDONYM_SETTING}={value}".strip()
 
 
 def airflow_metadata_url(wh: Warehouse) -> str:
@@ -75,9 +124,13 @@ def local_env(wh: Warehouse, *, base: dict[str, str] | None = None) -> dict[str,
             "AIRFLOW__WORKERS__SECRETS_BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
             "AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS": json.dumps({"connections_file_path": str(secrets)}),
             "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
+            # cosmos: its caches (profiles, partial parse) in the state folder, no usage telemetry
+            "AIRFLOW__COSMOS__CACHE_DIR": str(state / "cosmos"),
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             f"AIRFLOW_CONN_{CONN_LOADER.upper()}": wh.airflow_conn_uri(LOADER),
             f"AIRFLOW_CONN_{CONN_TRANSFORMER.upper()}": wh.airflow_conn_uri(TRANSFORMER),
             f"AIRFLOW_CONN_{CONN_BI.upper()}": wh.airflow_conn_uri(BI_READER),
+            f"AIRFLOW_CONN_{CONN_MART_READER.upper()}": wh.airflow_conn_uri(MART_READER),
             # dbt run by hand (the DAG builds its profile from the transformer connection)
             "DBT_PROFILES_DIR": str(paths.dbt_project_dir()),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
@@ -88,9 +141,56 @@ def local_env(wh: Warehouse, *, base: dict[str, str] | None = None) -> dict[str,
             "IM1_DBT_DBNAME": wh.database,
         }
     )
+    key = env.get(PSEUDONYM_KEY_ENV) or pseudonym_key()
+    env[PSEUDONYM_KEY_ENV] = key
+    env["PGOPTIONS"] = pgoptions_with_key(key, env.get("PGOPTIONS", ""))
     if not os.environ.get("IM1_WAREHOUSE_URL"):
         env.pop("IM1_WAREHOUSE_URL", None)
+    env.update(docs_env(env))
+    env.update(lineage_env(env))
     return env
+
+
+def docs_env(env: dict[str, str]) -> dict[str, str]:
+    """The cosmos dbt-docs plugin (Airflow >= 3.1): a "dbt docs" entry in the UI's Browse menu serving the
+    site the transform DAG's ``dbt_docs`` task writes. Left alone when ``AIRFLOW__COSMOS__DBT_DOCS_PROJECTS``
+    is already set (e.g. docs published to object storage)."""
+    if env.get("AIRFLOW__COSMOS__DBT_DOCS_PROJECTS"):
+        return {}
+    projects = {"im1": {"dir": str(paths.dbt_docs_dir()), "index": "static_index.html", "name": "dbt docs"}}
+    return {"AIRFLOW__COSMOS__DBT_DOCS_PROJECTS": json.dumps(projects)}
+
+
+LINEAGE_SETTINGS = ("AIRFLOW__OPENLINEAGE__TRANSPORT", "AIRFLOW__OPENLINEAGE__CONFIG_PATH",
+                    "AIRFLOW__OPENLINEAGE__CONFIG_CONN_ID", "OPENLINEAGE_URL", "OPENLINEAGE_CONFIG")
+
+
+def lineage_env(env: dict[str, str]) -> dict[str, str]:
+    """OpenLineage for every Airflow task (the provider's listener; cosmos adds the dbt datasets).
+
+    Any OpenLineage setting already present wins (``OPENLINEAGE_URL`` for an HTTP backend such as
+    Marquez, ``AIRFLOW__OPENLINEAGE__TRANSPORT``, a config file or connection). Otherwise
+    ``IM1_LINEAGE`` picks the transport: ``file`` (default: one JSON event per file under
+    ``<state>/lineage/``), ``console`` (the task log) or ``off``.
+    """
+    out = {}
+    if not env.get("AIRFLOW__OPENLINEAGE__NAMESPACE") and not env.get("OPENLINEAGE_NAMESPACE"):
+        out["AIRFLOW__OPENLINEAGE__NAMESPACE"] = "im1"
+    if any(env.get(k) for k in LINEAGE_SETTINGS) or env.get("AIRFLOW__OPENLINEAGE__DISABLED"):
+        return out
+    kind = env.get("IM1_LINEAGE", "file").strip().lower()
+    if kind == "off":
+        out["AIRFLOW__OPENLINEAGE__DISABLED"] = "True"
+    elif kind == "console":
+        out["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps({"type": "console"})
+    elif kind == "file":
+        folder = paths.lineage_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        out["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
+            {"type": "file", "log_file_path": str(folder / "event"), "append": False})
+    else:
+        raise ValueError(f"IM1_LINEAGE={kind!r}: expected file, console or off")
+    return out
 
 
 @contextlib.contextmanager

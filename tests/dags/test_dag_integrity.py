@@ -136,3 +136,17 @@ def test_ingest_dag_shape_for_each_extract_type():
     # the quality task publishes through an alias (assets chosen at run time, per organisation)
     outlets = multi.task_dict["organisation.quality"].outlets
     assert [type(o).__name__ for o in outlets] == ["AssetAlias"] and outlets[0].name == "im1_raw__emis_multi_organisation"
+
+
+def test_tpp_feed_dag_shape():
+    from im1.airflow.ingest import build_ingest_dag
+    from im1.config import parse_config
+
+    feed = parse_config({"version": 1, "feeds": [{
+        "id": "tpp_b82001", "supplier": "tpp", "transport": {"kind": "folder", "path": "/srv/tpp/B82001"},
+        "organisations": [{"ods_code": "B82001"}]}]}).feeds[0]
+    dag = build_ingest_dag(feed)
+    assert set(dag.task_dict) == {"discover", "wait_for_batch", "fetch", "organisation.load", "organisation.quality"}
+    assert dag.task_dict["wait_for_batch"].mode == "reschedule"
+    assert [o.name for o in dag.task_dict["organisation.quality"].outlets] == ["im1_raw__tpp_b82001"]
+    assert "SRManifest.csv" in dag.doc_md and "Windows-1252" in dag.doc_md

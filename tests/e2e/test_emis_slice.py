@@ -1,8 +1,13 @@
-"""End to end through the real DAGs: SFTP -> gpg -> COPY -> dbt (cosmos) -> list-size mart.
+"""End to end through the real DAGs: SFTP -> gpg -> COPY -> dbt (cosmos) -> marts.
 
 A synthetic EMIS practice is encrypted to a session key, served by a real SFTP server on
-loopback, ingested by the feed's DAG with ``dag.test()`` and transformed by the cosmos DAG.
-The mart must equal the synthetic supplier's ground truth exactly, and a re-run loads nothing.
+loopback, ingested by the feed's DAG with ``dag.test()`` and transformed by the cosmos DAG: the
+bulk, then a daily delta (the incremental models' path). After each day every mart must equal the
+synthetic supplier's ground truth for that data date exactly (im1.reconcile: list size, QOF
+registers and indicators, appointments, prescribing), a re-run loads nothing, and BI reads only the
+suppressed published variants.
+The same runs must leave the dbt docs site for the UI and OpenLineage events (the session's
+file transport) that chain delivered file -> archived copy -> raw table -> staging -> mart.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import pendulum
 import psycopg
 import pytest
 
+from im1 import reconcile
 from im1.crypto import Keyring
 from im1.synth import supplier, truth
 from im1.synth.world import build_world
-from im1.warehouse import BI_READER
+from im1.warehouse import BI_READER, MART_READER
 
 pytestmark = pytest.mark.e2e
 
@@ -73,18 +79,94 @@ def _dags():
     return bag.get_dag(f"im1_ingest__{FEED}"), bag.get_dag("im1_transform")
 
 
+def _lineage_events(before: set[str]) -> list[dict]:
+    from im1 import paths
+
+    return [json.loads(p.read_text()) for p in sorted(paths.lineage_dir().glob("event-*.json"))
+            if p.name not in before]
+
+
+def _complete(events: list[dict], job: str) -> dict:
+    [event] = [e for e in events if e.get("eventType") == "COMPLETE" and e["job"]["name"] == job]
+    return event
+
+
+def _datasets(event: dict, side: str) -> set[tuple[str, str]]:
+    return {(d["namespace"], d["name"]) for d in event.get(side, [])}
+
+
+def _check_lineage(events: list[dict], sftp_port: int, warehouse) -> None:
+    pg = f"postgres://{warehouse.host}:{warehouse.port}"
+    db = warehouse.database
+    fetch = _complete(events, f"im1_ingest__{FEED}.fetch")
+    [(src_ns, src)] = [d for d in _datasets(fetch, "inputs") if "_Admin_Patient_" in d[1]]
+    assert src_ns == f"file://127.0.0.1:{sftp_port}" and src.startswith(f"IM1/sftp/{AGREEMENT}/")
+    [(arch_ns, archived)] = [d for d in _datasets(fetch, "outputs") if "_Admin_Patient_" in d[1]]
+    assert arch_ns == "file" and archived.endswith(src.rsplit("/", 1)[1])
+    assert len(_datasets(fetch, "inputs")) == len(_datasets(fetch, "outputs")) == 21
+    load = _complete(events, f"im1_ingest__{FEED}.organisation.load")
+    assert ("file", archived) in _datasets(load, "inputs")
+    assert (pg, f"{db}.raw_emis.admin_patient") in _datasets(load, "outputs")
+    assert len(_datasets(load, "outputs")) == 21
+    # each task reports only its own lineage (one process runs the whole dag.test())
+    quality = _complete(events, f"im1_ingest__{FEED}.organisation.quality")
+    assert not _datasets(quality, "inputs") and not _datasets(quality, "outputs")
+    # dbt, model by model, as child runs of the `dbt build` task
+    producer = _complete(events, "im1_transform.dbt.dbt_producer_watcher")
+    stg = _complete(events, "dbt.model.im1.stg_emis__admin_patient")
+    assert (pg, f"{db}.raw_emis.admin_patient") in _datasets(stg, "inputs")
+    assert _datasets(stg, "outputs") == {(pg, f"{db}.staging.stg_emis__admin_patient")}
+    patients = _complete(events, "dbt.model.im1.int_patients")
+    assert (pg, f"{db}.staging.stg_emis__admin_patient") in _datasets(patients, "inputs")
+    assert _datasets(patients, "outputs") == {(pg, f"{db}.intermediate.int_patients")}
+    mart = _complete(events, "dbt.model.im1.mart_list_size")
+    assert (pg, f"{db}.intermediate.int_patients") in _datasets(mart, "inputs")
+    assert not any(".raw_emis." in name or ".staging." in name for _, name in _datasets(mart, "inputs"))
+    assert _datasets(mart, "outputs") == {(pg, f"{db}.marts.mart_list_size")}
+    parent = mart["run"]["facets"]["parent"]
+    assert parent["job"]["name"] == "im1_transform.dbt.dbt_producer_watcher"
+    assert parent["run"]["runId"] == producer["run"]["runId"]
+    assert {f["name"] for f in mart["outputs"][0]["facets"]["schema"]["fields"]} >= {"practice_code", "patients"}
+
+
+def _check_dbt_docs() -> None:
+    from im1 import paths
+
+    site = paths.dbt_docs_dir()
+    assert "mart_list_size" in (site / "static_index.html").read_text()
+    catalog = json.loads((site / "catalog.json").read_text())
+    assert "model.im1.mart_list_size" in catalog["nodes"]
+    assert (site / "manifest.json").exists() and (site / "index.html").exists()
+
+
 def _raw_rows(db):
     return db.execute("select count(*) from raw_emis.admin_patient where _feed_id = %s", (FEED,)).fetchone()[0]
 
 
+def _reconcile(warehouse, world, day: int) -> dict[str, reconcile.Diff]:
+    """Every mart vs the ground truth of the day's data date, read as the restricted mart reader."""
+    with psycopg.connect(warehouse.role_url(MART_READER)) as reader:
+        diffs = reconcile.compare(reader, truth.compute(world, world.data_dates()[day]))
+    reconcile.report(diffs)
+    return diffs
+
+
+def _extract_run(day: int) -> pendulum.DateTime:
+    # the run whose data interval ends at 06:00 on the extract day (data date + 1) loads that extract
+    return pendulum.datetime(2026, 11, 2 + day, 6, tz="Europe/London")
+
+
 def test_demo_slice_end_to_end(feed_env, pgp_keys, warehouse, db):
     world = build_world(seed=2024, patients_per_practice=150, ods_codes=[ODS], org_guids={ODS: ORG_GUID},
-                        agreement_guid=AGREEMENT, start=dt.date(2026, 11, 1), years=1)
+                        agreement_guid=AGREEMENT, start=dt.date(2026, 11, 1), years=1, days=2)
     files = _publish(world, feed_env.root, 0, pgp_keys)
     assert len(files) == 21 and all(f.name.endswith(".csv.gpg") for f in files)
 
+    from im1 import paths
+
+    before = {p.name for p in paths.lineage_dir().glob("event-*.json")}
     ingest, transform = _dags()
-    run = ingest.test(logical_date=pendulum.datetime(2026, 11, 2, 6, tz="Europe/London"))
+    run = ingest.test(logical_date=_extract_run(0))
     assert run.state == "success"
     patients_in_extract = sum(1 for p in world.patients if p.reg_date <= world.start)  # the bulk's data date
     assert _raw_rows(db) == patients_in_extract
@@ -92,18 +174,47 @@ def test_demo_slice_end_to_end(feed_env, pgp_keys, warehouse, db):
                        "where feed_id = %s", (FEED,)).fetchone()
     assert batch[0] == "loaded" and batch[2] == "8.2" and batch[3] == 21
 
-    run = transform.test(logical_date=pendulum.datetime(2026, 11, 2, 6, tz="Europe/London"))
+    run = transform.test(logical_date=_extract_run(0))
     assert run.state == "success"
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()}["dbt_docs"] == "success"
+    _check_dbt_docs()
+    _check_lineage(_lineage_events(before), feed_env.port, warehouse)
 
-    with psycopg.connect(warehouse.role_url(BI_READER)) as bi:
-        rows = bi.execute("select practice_code, snapshot_date, sex, age_band, patients "
-                          "from marts.mart_list_size where practice_code = %s", (ODS,)).fetchall()
-    snapshot = rows[0][1]
-    got = {(r[2], r[3]): r[4] for r in rows}
-    want = {(e["sex"], e["age_band"]): e["patients"] for e in truth.list_size(world, snapshot, as_of=world.start)}
-    assert got == want and sum(got.values()) > 100
+    diffs = _reconcile(warehouse, world, 0)
+    assert {"mart_list_size", "mart_qof_registers", "mart_qof_indicators"} <= set(diffs)
+    assert all(d.ok for d in diffs.values()), {k: d.summary() for k, d in diffs.items()}
+    with psycopg.connect(warehouse.role_url(MART_READER)) as bi:
+        snapshots = bi.execute("select snapshot_date, sum(patients) from marts.mart_list_size "
+                               "where practice_code = %s group by 1 order by 1", (ODS,)).fetchall()
+        registers = dict(bi.execute("select register, register_count from marts.mart_qof_registers "
+                                    "where practice_code = %s", (ODS,)).fetchall())
+    # 13 first-of-month snapshots ending in the data date's month; the list as truth counts it
+    assert [s for s, _n in snapshots] == truth.snapshot_dates(world.start)
+    assert snapshots[-1][1] == sum(r["patients"] for r in truth.list_size(world, world.start.replace(day=1),
+                                                                          as_of=world.start)) > 100
+    assert len(registers) == 8 and registers["HYP001"] > 0
 
     # a re-run of the same interval finds nothing new: nothing fetched again, nothing doubled
-    run = ingest.test(logical_date=pendulum.datetime(2026, 11, 2, 6, tz="Europe/London"))
+    run = ingest.test(logical_date=_extract_run(0))
     assert run.state == "success"
     assert _raw_rows(db) == patients_in_extract
+
+    # the next day's delta goes through the incremental models (only the rows it changed)
+    _publish(world, feed_env.root, 1, pgp_keys)
+    assert ingest.test(logical_date=_extract_run(1)).state == "success"
+    assert transform.test(logical_date=_extract_run(1)).state == "success"
+    diffs = _reconcile(warehouse, world, 1)
+    assert set(diffs) == {"mart_list_size", "mart_qof_registers", "mart_qof_indicators", "mart_appointments",
+                          "mart_prescribing"}
+    assert all(d.ok for d in diffs.values()), {k: d.summary() for k, d in diffs.items()}
+    assert diffs["mart_appointments"].rows > 20 and diffs["mart_prescribing"].rows > 20
+    watermark = db.execute("select applied_at from staging.im1_watermarks where model = 'int_observations'").fetchone()
+    assert watermark is not None
+
+    # BI reads the suppressed variants in published, and cannot read the marts
+    with psycopg.connect(warehouse.role_url(BI_READER)) as bi:
+        rows = bi.execute("select appointments, is_suppressed from published.pub_appointments "
+                          "where practice_code = %s", (ODS,)).fetchall()
+        assert rows and all((n is None) == s and (n is None or n % 5 == 0) for n, s in rows)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            bi.execute("select * from marts.mart_appointments")

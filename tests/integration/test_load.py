@@ -93,3 +93,43 @@ def test_row_numbers_restart_for_each_file_in_one_transaction(loader_conn, tmp_p
         "select _file_id, min(_row_number), max(_row_number), count(distinct _row_number), count(distinct _loaded_at)"
         " from raw_emis.admin_location where _batch_id = %s group by 1 order by 1", (batch_id,)).fetchall()
     assert got == [(first, 1, 25_000, 25_000, 1), (second, 1, 3, 3, 1)]
+
+
+def test_load_seq_follows_commit_order_per_table(warehouse, tmp_path):
+    """A second load into the same table waits for the first and gets a higher _load_seq: the
+    watermark incremental models rely on never lets an in-flight batch be skipped."""
+    import threading
+    import time
+
+    f = tmp_path / "seq.csv"
+    f.write_text('"LocationGuid"\r\n"{Z}"\r\n')
+    first = psycopg.connect(warehouse.role_url(LOADER))
+    second = psycopg.connect(warehouse.role_url(LOADER))
+    try:
+        b1, f1 = _batch(first, "seq-1")
+        first.commit()
+        b2, f2 = _batch(second, "seq-2")
+        second.commit()
+        set_load_context(first, feed_id="t", organisation="Z90001", batch_id=b1)
+        copy_file(first, "raw_emis", StagedFile(table="Admin_Location", path=f, file_id=f1))  # holds the lock
+        done = threading.Event()
+
+        def later():
+            set_load_context(second, feed_id="t", organisation="Z90001", batch_id=b2)
+            copy_file(second, "raw_emis", StagedFile(table="Admin_Location", path=f, file_id=f2))
+            second.commit()
+            done.set()
+
+        t = threading.Thread(target=later)
+        t.start()
+        time.sleep(0.5)
+        assert not done.is_set(), "the second writer must wait for the first to commit"
+        first.commit()
+        t.join(10)
+        assert done.is_set()
+        seqs = dict(first.execute("select _file_id, _load_seq from raw_emis.admin_location where _file_id in (%s, %s)",
+                                  (f1, f2)).fetchall())
+        assert seqs[f2] > seqs[f1]
+    finally:
+        first.close()
+        second.close()

@@ -21,8 +21,8 @@ def test_bootstrap_is_idempotent_and_creates_every_raw_table(warehouse, db):
     cols = [r[0] for r in db.execute(
         "select column_name from information_schema.columns where table_schema='raw_emis' "
         "and table_name='appointment_slot' order by ordinal_position")]
-    assert "nationalslotcategoryname" in cols and cols[-6:] == [
-        "_feed_id", "_organisation", "_batch_id", "_file_id", "_row_number", "_loaded_at"]
+    assert "nationalslotcategoryname" in cols and cols[-7:] == [
+        "_feed_id", "_organisation", "_batch_id", "_file_id", "_row_number", "_loaded_at", "_load_seq"]
     assert {r[0] for r in db.execute("select data_type from information_schema.columns "
                                      "where table_schema='raw_emis' and column_name not like '\\_%'")} == {"text"}
 
@@ -32,17 +32,17 @@ def _as(warehouse, role):
 
 
 def test_roles_have_least_privilege(warehouse, db):
-    # a mart created by dbt (the transformer) is readable by BI through default privileges
+    # a published table created by dbt (the transformer) is readable by BI through default privileges
     with _as(warehouse, TRANSFORMER) as tr:
-        tr.execute("create table if not exists marts.role_probe (x int)")
+        tr.execute("create table if not exists published.role_probe (x int)")
     with _as(warehouse, BI_READER) as bi:
-        bi.execute("select * from marts.role_probe")
+        bi.execute("select * from published.role_probe")
         for forbidden in ("select * from raw_emis.admin_patient", "select * from ingest.batches"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 bi.execute(forbidden)
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             bi.execute("create temp table t (x int)")
-        for schema in ("raw_emis", "raw_tpp", "ingest", "staging", "intermediate", "reference"):
+        for schema in ("raw_emis", "raw_tpp", "ingest", "staging", "intermediate", "reference", "marts"):
             assert bi.execute("select has_schema_privilege(%s, 'USAGE')", (schema,)).fetchone() == (False,)
     with _as(warehouse, LOADER) as ld:
         ld.execute("select count(*) from raw_emis.admin_patient")
@@ -53,4 +53,4 @@ def test_roles_have_least_privilege(warehouse, db):
         tr.execute("select count(*) from ingest.batches")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             tr.execute("delete from raw_emis.admin_patient")
-        tr.execute("drop table marts.role_probe")
+        tr.execute("drop table published.role_probe")

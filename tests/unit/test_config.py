@@ -23,9 +23,8 @@ GOOD = {
         {
             "id": "tpp_b82001",
             "supplier": "tpp",
-            "extract": "multi_organisation",
             "transport": {"kind": "folder", "path": "/data/tpp"},
-            "organisations": [{"ods_code": "B82001"}, {"ods_code": "B82002"}],
+            "organisations": [{"ods_code": "B82001"}],
         },
     ],
 }
@@ -73,7 +72,9 @@ def test_valid_config_parses_with_defaults():
         ({"feeds__0__trasnport": {}}, "feeds[0].trasnport", "unknown field"),
         ({"feeds__1__id": "emis_a81001"}, "feeds", "feed id used twice"),
         ({"feeds__0__timezone": "Mars/Olympus"}, "feeds[0].timezone", "not a known IANA time zone"),
-        ({"feeds__1__extract": "organisation"}, "feeds[1]", "covers exactly one organisation"),
+        ({"feeds__1__organisations": [{"ods_code": "B82001"}, {"ods_code": "B82002"}]}, "feeds[1]",
+         "covers exactly one organisation"),
+        ({"feeds__1__extract": "multi_organisation"}, "feeds[1]", "not supported for TPP feeds yet"),
         ({"feeds__0__sharing_agreement_guid": "{45E7CD20-EE37-41AB-90D6-DC9D4B03D102}"},
          "feeds[0].sharing_agreement_guid", "without braces"),
     ],

@@ -140,8 +140,11 @@ def quarantine_incomplete(feed: Feed, incomplete: list[dict], conninfo: str, wai
     lines = []
     with psycopg.connect(conninfo) as conn:
         for b in incomplete:
-            reason = (f"incomplete batch: table(s) {', '.join(b['missing_tables'])} still missing after {waited} "
-                      f"(spec {b['expected_version']}); once the supplier delivers them, release the batch")
+            # `what` (optional) says what is missing in the supplier's terms, e.g. a TPP manifest
+            what = b.get("what") or f"table(s) {', '.join(b['missing_tables'])}"
+            spec = f" (spec {b['expected_version']})" if b.get("expected_version") else ""
+            reason = (f"incomplete batch: {what} still missing after {waited}{spec}; "
+                      "once the supplier delivers them, release the batch")
             ts = dt.datetime.fromisoformat(b["extract_ts"])
             delivery = None
             if feed.extract == "multi_organisation":
@@ -256,7 +259,8 @@ def fetch(client: SftpClient, feed: Feed, batch: PlannedBatch, conninfo: str, ar
                         size=pf.size,
                         sha256=digest,
                     )
-            out_files.append({"table": pf.table, "name": pf.name, "archive_path": str(dest), "sha256": digest})
+            out_files.append({"table": pf.table, "name": pf.name, "archive_path": str(dest), "sha256": digest,
+                              "remote_path": pf.remote_path})
         for bid in batch_ids.values():
             row = ledger.get_batch(conn, bid)
             if not row.final:

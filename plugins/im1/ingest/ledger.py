@@ -36,6 +36,7 @@ class BatchRow:
     error: str | None
     delivery_batch_id: int | None = None
     quality_status: str | None = None
+    supplier: str | None = None
 
     @property
     def final(self) -> bool:
@@ -55,6 +56,7 @@ def _row(r: dict) -> BatchRow:
         error=r["error"],
         delivery_batch_id=r.get("delivery_batch_id"),
         quality_status=r.get("quality_status"),
+        supplier=r.get("supplier"),
     )
 
 
@@ -212,20 +214,31 @@ def upsert_file(
     archive_path: str | None,
     size: int,
     sha256: str,
+    is_delta: bool | None = None,
 ) -> int:
+    """Record a fetched file of a batch (again: its latest copy). ``is_delta`` is TPP's manifest
+    flag (False = a full file); None where the delivery does not say."""
     row = conn.execute(
         """
         insert into ingest.files (batch_id, file_name, table_name, remote_path, archive_path, bytes, sha256,
-                                  fetched_at, status)
-        values (%s, %s, %s, %s, %s, %s, %s, now(), 'fetched')
+                                  fetched_at, status, is_delta)
+        values (%s, %s, %s, %s, %s, %s, %s, now(), 'fetched', %s)
         on conflict (batch_id, file_name) do update
            set archive_path = excluded.archive_path, bytes = excluded.bytes, sha256 = excluded.sha256,
-               remote_path = excluded.remote_path
+               remote_path = excluded.remote_path, is_delta = excluded.is_delta
         returning file_id
         """,
-        (batch_id, file_name, table_name, remote_path, archive_path, size, sha256),
+        (batch_id, file_name, table_name, remote_path, archive_path, size, sha256, is_delta),
     ).fetchone()
     return int(row[0])
+
+
+def file_checksum(conn: psycopg.Connection, batch_id: int, file_name: str) -> tuple[str, int] | None:
+    """The checksum and size recorded for one file of one batch (TPP file names repeat in every
+    batch, so an archived copy is matched within its batch)."""
+    row = conn.execute("select sha256, bytes from ingest.files where batch_id = %s and file_name = %s",
+                       (batch_id, file_name)).fetchone()
+    return (row[0], int(row[1])) if row and row[0] else None
 
 
 def archived_checksum(conn: psycopg.Connection, feed_id: str, file_name: str, size: int | None) -> str | None:

@@ -12,6 +12,7 @@ import codecs
 import csv
 import io
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,66 @@ ROW_SEQ = "pg_temp.im1_rownum"
 
 class HeaderError(ValueError):
     """The file's header row cannot be mapped onto the raw table."""
+
+
+class FileFormatError(ValueError):
+    """The file is not what the supplier promises: not valid in its encoding, or not RFC 4180 CSV."""
+
+
+class Cp1252Reader:
+    """A Windows-1252 stream read as UTF-8 for COPY, checked on the way (TPP files are "ANSI").
+
+    ``read(n)`` reads ``n`` bytes of the file, decodes them strictly as Windows-1252 (a byte the
+    code page does not define, e.g. 0x81, stops the load naming its offset and line) and returns
+    them as UTF-8. Nothing is buffered beyond one chunk, so memory does not grow with the file.
+
+    RFC 4180 strictness: PostgreSQL's CSV parser refuses unterminated quoted fields, rows with
+    too many or too few fields and mixed line ends; what it would silently accept is a quote that
+    is neither at a field boundary nor doubled (``O"Brien`` in an unquoted field, ``"ab"cd``). Such
+    a quote always has a character other than a quote, comma or line end on *both* sides, which a
+    regular expression finds at C speed; it is refused here, naming the line.
+    """
+
+    # the quote first (a literal: the engine jumps from quote to quote), then its neighbours
+    _STRAY_QUOTE = re.compile(r'"(?<=[^,\n"]")(?=[^,\r\n"])')
+
+    def __init__(self, raw, name: str = "file"):
+        self.raw = raw
+        self.name = name
+        self._decoder = codecs.getincrementaldecoder("cp1252")(errors="strict")
+        self._offset = 0  # bytes of the file consumed
+        self._newlines = 0  # line feeds before the carried text
+        self._carry = ""  # the last characters of the previous chunk (a quote there is checked next time)
+        self._done = False
+
+    def read(self, n: int = CHUNK) -> bytes:
+        while not self._done:
+            data = self.raw.read(n)
+            if self._offset == 0 and data.startswith(codecs.BOM_UTF8):
+                raise FileFormatError(f"{self.name}: starts with a UTF-8 byte-order mark, but TPP files are "
+                                      "Windows-1252; refusing to guess the encoding")
+            try:
+                text = self._decoder.decode(data, final=not data)
+            except UnicodeDecodeError as err:
+                line = self._newlines + self._carry.count("\n") + data[: err.start].count(b"\n") + 1
+                raise FileFormatError(
+                    f"{self.name}: byte 0x{data[err.start]:02X} at offset {self._offset + err.start} (line {line}) "
+                    "is not a Windows-1252 character") from None
+            self._offset += len(data)
+            if not data:
+                self._done = True
+            buf = self._carry + text
+            m = self._STRAY_QUOTE.search(buf)
+            if m:
+                line = self._newlines + buf.count("\n", 0, m.start()) + 1
+                raise FileFormatError(f"{self.name}: line {line} is not valid RFC 4180 CSV: a double quote inside "
+                                      "a field that is neither doubled nor at the start or end of a quoted field")
+            keep = min(2, len(buf))
+            self._newlines += buf.count("\n", 0, len(buf) - keep)
+            self._carry = buf[len(buf) - keep:]
+            if text:
+                return text.encode("utf-8")
+        return b""
 
 
 @dataclass
@@ -112,6 +173,21 @@ def set_load_context(conn: psycopg.Connection, *, feed_id: str, organisation: st
     conn.execute("select set_config('im1.row_seq', %s, true)", (ROW_SEQ,))
 
 
+def claim_load_seq(conn: psycopg.Connection, schema: str, table: str) -> int:
+    """Serialise writers of one table for the rest of the transaction and number this write.
+
+    ``SHARE ROW EXCLUSIVE`` conflicts with itself (and with row changes), not with readers, so
+    dbt keeps reading while we load; and because the number is drawn *after* the lock, per table
+    a higher ``_load_seq`` always commits later. Incremental models can then take
+    ``_load_seq > max(seen)`` as "new" without missing a batch that was still in flight. Tables
+    are always taken in the same (sorted) order, so two loads cannot deadlock.
+    """
+    conn.execute(sql.SQL("lock table {} in share row exclusive mode").format(sql.Identifier(schema, table)))
+    seq = conn.execute("select nextval('ingest.load_seq')").fetchone()[0]
+    conn.execute("select set_config('im1.load_seq', %s, true)", (str(seq),))
+    return int(seq)
+
+
 def copy_stream(conn: psycopg.Connection, schema: str, f: StagedFile, reader, head: bytes | None = None) -> int:
     """COPY one plaintext stream into ``schema.<table>``; returns rows loaded.
 
@@ -136,6 +212,7 @@ def copy_stream(conn: psycopg.Connection, schema: str, f: StagedFile, reader, he
         )
     conn.execute("select set_config('im1.file_id', %s, true)", (str(f.file_id),))
     conn.execute("select setval(%s::regclass, 1, false)", (ROW_SEQ,))
+    claim_load_seq(conn, schema, raw_table)
     stmt = sql.SQL("copy {} ({}) from stdin (format csv, header true, encoding {})").format(
         sql.Identifier(schema, raw_table),
         sql.SQL(", ").join(sql.Identifier(specs.raw_column_name(h)) for h in f.header),

@@ -49,7 +49,7 @@ from im1.ingest.emis_pipeline import (
     record_failure,
     work_dir,
 )
-from im1.ingest.load import set_load_context
+from im1.ingest.load import claim_load_seq, set_load_context
 from im1.warehouse.bootstrap import META_NAMES, RAW_SCHEMAS, STAGE_SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -332,14 +332,16 @@ def load_org(feed: Feed, ods_code: str, fetched: dict, key: PgpKey, conninfo: st
                     "order by ordinal_position", (STAGE_SCHEMAS[feed.supplier], stage_table(delivery, table)))
                     if r[0] not in META_NAMES]
                 where, _ = _org_filter(feed, delivery, table)
+                load_seq = claim_load_seq(conn, raw, specs.raw_table_name(table))
                 stmt = sql.SQL(
-                    "insert into {dst} ({cols}, _feed_id, _organisation, _batch_id, _file_id, _row_number, _loaded_at) "
-                    "select {cols}, %(feed)s, %(ods)s, %(batch)s, %(file)s, _row_number, now() from {src} where {where}"
+                    "insert into {dst} ({cols}, _feed_id, _organisation, _batch_id, _file_id, _row_number, _loaded_at,"
+                    " _load_seq) select {cols}, %(feed)s, %(ods)s, %(batch)s, %(file)s, _row_number, now(), %(seq)s"
+                    " from {src} where {where}"
                 ).format(dst=sql.Identifier(raw, specs.raw_table_name(table)),
                          cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols), src=src, where=where)
                 with conn.cursor() as cur:
                     cur.execute(stmt, {"feed": feed.id, "ods": ods_code, "batch": batch_id, "file": file_id,
-                                       "guid": guid})
+                                       "guid": guid, "seq": load_seq})
                     n = cur.rowcount
                 # the delivered file's schema version and unknown columns (recorded when it was staged)
                 file_version, unknown = conn.execute(

@@ -13,6 +13,12 @@ For every table of a loaded batch (ledger file status ``loaded``) the checks are
 
 A header-only file gets the row-count check only (the column checks cannot fail on no rows).
 
+TPP (SystmOne) batches get, per loaded file (:func:`plan_tpp_checks`, from ``tpp_columns.csv``):
+the row count; ``RowIdentifier`` not null and numeric; ``IDOrganisationVisibleTo`` equal to the
+organisation the batch was loaded for (a misrouted or multi-practice delivery fails here);
+every ``Date*`` column ``dd MMM yyyy[ HH:mm[:ss]]`` or empty; ``RemovedData`` 0/1 (or
+true/false) or empty.
+
 The column lists and types come from ``include/specs/emis_columns.csv`` for the schema version
 detected in the file's header; nothing is written per table by hand.
 
@@ -33,6 +39,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -55,6 +62,10 @@ GUID = r"^\{[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\}$"
 DATE_OR_EMPTY = r"^([0-9]{4}-[0-9]{2}-[0-9]{2})?$"
 DATETIME_OR_EMPTY = r"^([0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?)?$"
 BLANK = r"^\s*$"
+TPP_DATE_OR_EMPTY = (r"^([0-9]{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4}"
+                     r"( [0-9]{2}:[0-9]{2}(:[0-9]{2})?)?)?$")
+TPP_ROW_ID = r"^[0-9]+$"
+TPP_FLAG_OR_EMPTY = r"^(0|1|true|false|True|False|TRUE|FALSE)?$"
 DATASOURCE = "im1_raw"
 URL_ENV = "IM1_GX_WAREHOUSE_URL"
 
@@ -67,6 +78,7 @@ class Check:
     column: str | None = None  # raw column name
     regex: str | None = None
     why: str = ""
+    what: str | None = None  # how a failing value is described (default: from the expectation type)
 
     def build(self, gxe, rows_param: str):
         if self.expectation == "expect_table_row_count_to_equal":
@@ -103,6 +115,32 @@ def plan_checks(table: str, version: str = specs.LATEST_EMIS_VERSION) -> list[Ch
             checks.append(Check("expect_column_values_to_not_be_null", name, why="key"))
             if kind != "uniqueidentifier":  # the GUID regex above already refuses empty keys
                 checks.append(Check("expect_column_values_to_not_match_regex", name, BLANK, "key not empty"))
+    return checks
+
+
+def plan_tpp_checks(table: str, organisation: str | None = None) -> list[Check]:
+    """The expectations for one TPP file loaded for ``organisation``, from the TPP column list."""
+    cols = specs.tpp_files()[table].columns
+    checks = [Check("expect_table_row_count_to_equal", why="rows in raw = rows in the delivered file (ledger)")]
+    for key in specs.TPP_KEY:
+        if key not in cols:
+            continue
+        name = specs.raw_column_name(key)
+        checks.append(Check("expect_column_values_to_not_be_null", name, why="key"))
+        if key == "RowIdentifier":
+            checks.append(Check("expect_column_values_to_match_regex", name, TPP_ROW_ID, "numeric record key",
+                                what="non-numeric"))
+        elif organisation and organisation != ledger.SHARED:
+            checks.append(Check("expect_column_values_to_match_regex", name, f"^{re.escape(organisation)}$",
+                                f"the organisation the batch was loaded for ({organisation})",
+                                what=f"not {organisation} (the organisation this feed delivers)"))
+    for c in cols:
+        if c.startswith("Date"):
+            checks.append(Check("expect_column_values_to_match_regex", specs.raw_column_name(c), TPP_DATE_OR_EMPTY,
+                                "TPP date dd MMM yyyy[ HH:mm[:ss]] or empty"))
+    if "RemovedData" in cols:
+        checks.append(Check("expect_column_values_to_match_regex", "removeddata", TPP_FLAG_OR_EMPTY,
+                            "deletion flag 0/1 or empty", what="not a 0/1 flag"))
     return checks
 
 
@@ -169,6 +207,16 @@ def _context(root: Path):
     return gx.get_context(mode="file", project_root_dir=str(root))
 
 
+def rebuild_data_docs(root: Path | None = None) -> Path | None:
+    """Rebuild the Data Docs site from the stored validation results; its index, or None if there are none."""
+    root = root or gx_root()
+    if not (root / "gx" / "uncommitted" / "validations").is_dir():
+        return None
+    with _gx_lock(root):
+        _context(root).build_data_docs()
+    return data_docs_index(root)
+
+
 def _observed(result: dict) -> dict:
     keep = ("observed_value", "element_count", "unexpected_count", "unexpected_percent", "missing_count")
     out = {k: result[k] for k in keep if k in result and result[k] is not None}
@@ -177,12 +225,13 @@ def _observed(result: dict) -> dict:
     return out
 
 
-def _describe(table: str, cfg_type: str, column: str | None, observed: dict, expected_rows: int | None) -> str:
+def _describe(table: str, cfg_type: str, column: str | None, observed: dict, expected_rows: int | None,
+              what: str | None = None) -> str:
     if cfg_type == "expect_table_row_count_to_equal":
         return f"{table}: {observed.get('observed_value')} row(s) in raw but {expected_rows} in the file"
     n = observed.get("unexpected_count")
     eg = ", ".join(repr(v) for v in observed.get("examples", [])[:3])
-    what = {
+    what = what or {
         "expect_column_values_to_match_regex": "badly formatted",
         "expect_column_values_to_not_match_regex": "empty",
         "expect_column_values_to_not_be_null": "null",
@@ -240,7 +289,8 @@ def check_batches(batch_ids: list[int], conninfo: str, *, root: Path | None = No
 
 def _check_one(ctx, gx, gxe, RunIdentifier, row: ledger.BatchRow, conninfo: str, result_ids: list) -> BatchQuality:
     t0 = time.monotonic()
-    schema = RAW_SCHEMAS["emis"]  # EMIS only so far (the TPP checks come with the TPP ingest)
+    supplier = row.supplier or "emis"
+    schema = RAW_SCHEMAS[supplier]
     with psycopg.connect(conninfo) as conn:
         files = _loaded_files(conn, row.batch_id)
     ds = ctx.data_sources.add_or_update_postgres(name=DATASOURCE, connection_string="${" + URL_ENV + "}")
@@ -252,13 +302,18 @@ def _check_one(ctx, gx, gxe, RunIdentifier, row: ledger.BatchRow, conninfo: str,
     for f in files:
         table = f["table_name"]
         raw = specs.raw_table_name(table)
-        plan = plan_checks(table, f["version"])
+        if supplier == "tpp":
+            plan = plan_tpp_checks(table, row.organisation)
+            suite_name = f"tpp.{raw}.{row.organisation}"
+        else:
+            plan = plan_checks(table, f["version"])
+            suite_name = f"emis.{raw}.v{f['version']}"
         if not f["rows_in_file"]:
             plan = plan[:1]  # an empty (header-only) file: only the row count can say anything
         rows_param = f"rows__{raw}"
         params[rows_param] = int(f["rows_in_file"] or 0)
         suite = ctx.suites.add_or_update(gx.ExpectationSuite(
-            name=f"emis.{raw}.v{f['version']}" + ("" if f["rows_in_file"] else ".empty"),
+            name=suite_name + ("" if f["rows_in_file"] else ".empty"),
             expectations=[c.build(gxe, rows_param) for c in plan]))
         asset = ds.add_query_asset(
             name=f"{schema}.{raw}",
@@ -282,10 +337,11 @@ def _check_one(ctx, gx, gxe, RunIdentifier, row: ledger.BatchRow, conninfo: str,
     records = []
     for vr in result.run_results.values():
         suite_name = vr.suite_name
-        f, _plan = plans[suite_name]
+        f, plan = plans[suite_name]
         for er in vr.results:
             cfg = er.expectation_config
             column = cfg.kwargs.get("column")
+            check = next((c for c in plan if c.expectation == cfg.type and c.column == column), None)
             observed = _observed(er.result or {})
             if er.exception_info and er.exception_info.get("raised_exception"):
                 observed["exception"] = str(er.exception_info.get("exception_message"))[:500]
@@ -293,7 +349,8 @@ def _check_one(ctx, gx, gxe, RunIdentifier, row: ledger.BatchRow, conninfo: str,
             records.append((row.batch_id, f["file_id"], f["table_name"], cfg.type, column, bool(er.success),
                             json.dumps(observed), run_id))
             if not er.success:
-                failures.append(_describe(f["table_name"], cfg.type, column, observed, f["rows_in_file"])
+                failures.append(_describe(f["table_name"], cfg.type, column, observed, f["rows_in_file"],
+                                          check.what if check else None)
                                 + (f" ({observed['exception']})" if "exception" in observed else ""))
     rows = sum(int(f["rows_loaded"] or 0) for f in files)
     with psycopg.connect(conninfo) as conn:
@@ -317,7 +374,7 @@ def _check_one(ctx, gx, gxe, RunIdentifier, row: ledger.BatchRow, conninfo: str,
 
 def _quarantine_failed(conn: psycopg.Connection, row: ledger.BatchRow, tables: list[str], failures: list[str]) -> None:
     """Remove the batch from raw and quarantine it with the failed checks, in one transaction."""
-    schema = RAW_SCHEMAS["emis"]
+    schema = RAW_SCHEMAS[row.supplier or "emis"]
     for table in tables:
         conn.execute(sql.SQL("delete from {} where _batch_id = %s").format(
             sql.Identifier(schema, specs.raw_table_name(table))), (row.batch_id,))

@@ -1,6 +1,7 @@
 """What the ledger says about each feed and organisation: batches, status, rows, errors, freshness.
 
-Backs ``im1 ingest status`` and ``im1 ingest release`` (plain functions, no Airflow).
+Backs ``im1 ingest status``, ``im1 ingest release`` and the operator view in the Airflow UI
+(:func:`overview`; plain functions, no Airflow).
 """
 
 from __future__ import annotations
@@ -76,6 +77,55 @@ def freshness(conn: psycopg.Connection, *, feed_id: str | None = None) -> list[F
         )
         return [Freshness(**{**r, "age_hours": float(r["age_hours"]) if r["age_hours"] is not None else None})
                 for r in cur.fetchall()]
+
+
+STALE_HOURS = 48.0  # a daily feed whose newest loaded extract is older than this is flagged
+
+
+def overview(conn: psycopg.Connection, *, expected: list[tuple[str, str]] = (), feed_id: str | None = None,
+             stale_hours: float = STALE_HOURS) -> list[dict]:
+    """One row per feed and organisation: its latest batch and its freshness (the operator view).
+
+    ``expected``: (feed id, organisation) pairs from the feed config, listed even before their
+    first delivery. Each row: ``feed_id``, ``organisation``, ``batch_id``, ``batch_key``,
+    ``extract_ts``, ``status``, ``is_late``, ``rows_loaded``, ``error``, ``quality_status``,
+    ``warnings``, ``unclaimed_rows``, ``updated_at`` (of the latest batch, ``None`` if there is none),
+    then ``last_extract``, ``last_loaded_at``, ``age_hours`` (hours since the newest loaded extract),
+    the ``loaded``/``quarantined``/``pending`` batch counts, and ``attention``: ``""`` when all is
+    well, else why an operator should look (``quarantined``, ``failed``, ``stale``, ``never loaded``...).
+    """
+    latest = {(b["feed_id"], b["organisation"]): b for b in batches(conn, feed_id=feed_id, limit=1)}
+    fresh = {(f.feed_id, f.organisation): f for f in freshness(conn, feed_id=feed_id)}
+    keys = list(dict.fromkeys([*[k for k in expected if feed_id in (None, k[0])], *sorted(fresh)]))
+    rows = []
+    for key in keys:
+        b, f = latest.get(key), fresh.get(key)
+        row = {"feed_id": key[0], "organisation": key[1]}
+        for col in ("batch_id", "batch_key", "extract_ts", "status", "is_late", "rows_loaded", "error",
+                    "quality_status", "warnings", "unclaimed_rows", "updated_at"):
+            row[col] = b.get(col) if b else None
+        for col in ("warnings", "unclaimed_rows"):  # count(*) and sum() come back as int/Decimal
+            row[col] = int(row[col]) if row[col] is not None else None
+        row["release_note"] = b.get("release_note") if b else None
+        row.update({"last_extract": f.last_extract if f else None, "last_loaded_at": f.last_loaded_at if f else None,
+                    "age_hours": f.age_hours if f else None, "loaded": f.loaded if f else 0,
+                    "quarantined": f.quarantined if f else 0, "pending": f.pending if f else 0})
+        reasons = []
+        if b is None:
+            reasons.append("no delivery yet")
+        elif b["status"] in ("quarantined", "failed"):
+            reasons.append(b["status"])
+        if b is not None and row["last_extract"] is None:
+            reasons.append("never loaded")
+        elif row["age_hours"] is not None and row["age_hours"] > stale_hours:
+            reasons.append(f"stale (> {stale_hours:g} h)")
+        if b is not None and b["is_late"]:
+            reasons.append("late batch")
+        if b is not None and b.get("unclaimed_rows"):
+            reasons.append("unclaimed rows")
+        row["attention"] = ", ".join(reasons)
+        rows.append(row)
+    return rows
 
 
 def _short(text: str | None, width: int) -> str:

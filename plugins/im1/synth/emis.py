@@ -454,16 +454,23 @@ def iter_snapshot(world: World, as_of: dt.date, patients: Iterable[Patient] | No
                 yield table, row
 
 
-def delta(world: World, day: dt.date) -> dict[str, list[tuple]]:
-    """The rows EMIS sends for data date ``day``: per-table differences from the previous day."""
+def delta(world: World, day: dt.date, patients: Iterable[Patient] | None = None,
+          practice_level: bool = True) -> dict[str, list[tuple]]:
+    """The rows EMIS sends for data date ``day``: per-table differences from the previous day.
+
+    ``patients`` (default: every delivered patient) and ``practice_level`` let a large world's
+    delta be computed in slices (see :func:`im1.synth.supplier.emis_delta`); the slices, in
+    patient order after the practice-level tables, concatenate to the whole delta.
+    """
     view = EmisView(world)
     d = day.toordinal()
     out: dict[str, list[tuple]] = {t: [] for t in TABLES}
-    old, new = view.practice_tables(d - 1), view.practice_tables(d)
-    for table in new:
-        out[table] += _diff(old[table], new[table], table)
+    if practice_level:
+        old, new = view.practice_tables(d - 1), view.practice_tables(d)
+        for table in new:
+            out[table] += _diff(old[table], new[table], table)
     staff_by_ods = {p.ods_code: world.staff_of(p.ods_code) for p in world.practices if p.activated}
-    for p in world.delivered_patients():
+    for p in patients if patients is not None else world.delivered_patients():
         rec = patient_record(world, p, staff_by_ods[p.ods_code])
         old, new = view.patient_tables(rec, d - 1), view.patient_tables(rec, d)
         out["CareRecord_Observation"] += _intermediate(rec, view, d)

@@ -12,15 +12,21 @@ Shared definitions
 - Age: completed years on the date. 5-year bands 0-4 ... 90-94, 95+ (PRGP).
 - "In the last 12 months" before R: R minus 12 calendar months < event date <= R.
 - Shared-care rows (recorded by another organisation, TPP) are not the practice's and never count.
+- A diagnosis of a register's condition is any entry coded with a concept of the condition's code
+  list, whatever made the entry: some concepts are in two lists (AST_COD and COPD_COD share three,
+  HYP_COD and CKD_COD share three, e.g. "Hypertension in chronic kidney disease stage 5 ..."), and
+  QOF counts such an entry for both registers. Likewise a resolution is the condition's resolved code.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from im1.synth import codes
 from im1.synth.clinical import PatientRecord, patient_record
 from im1.synth.world import World
 
@@ -46,6 +52,15 @@ GPAD_MODE = {
     "Written (Including Online)": "Video Conference/Online",
     "Not an Appointment": "Unknown",
 }
+
+
+@functools.cache
+def _register_codes() -> tuple[dict[str, frozenset], dict[str, frozenset]]:
+    """Diagnosis and resolved concepts per condition, from the code lists (not from how facts were made)."""
+    cat = codes.catalogue()
+    dx = {c: frozenset(cat.clusters[c]) for c in codes.CONDITIONS}
+    res = {c: frozenset([cat.resolved[c]]) if c in cat.resolved else frozenset() for c in codes.CONDITIONS}
+    return dx, res
 
 
 def age_on(dob: dt.date, on: dt.date) -> int:
@@ -186,7 +201,8 @@ def compute(world: World, as_of: dt.date, records=None) -> dict[str, list[dict]]
             ind, limit = ("DM021", 75) if moderate_or_severe else ("DM020", 58)
             value = _latest_value(v, "hba1c", r12.toordinal(), r.toordinal())
             met = value is not None and value <= limit
-            latest_dx = max(e.date for e in v.events if e.tag == "dx:dm" and e.date <= r.toordinal())
+            dm_codes = _register_codes()[0]["dm"]
+            latest_dx = max(e.date for e in v.events if e.code in dm_codes and e.date <= r.toordinal())
             recent = latest_dx > r9.toordinal() or p.reg_date > r9
             if met or not recent:  # the target is checked before the 9-month rejections
                 a1c[(ods, ind, "denominator")] += 1
@@ -207,7 +223,8 @@ def _on_register(v: _View, reg: str, age: int) -> bool:
     if age < min_age:
         return False
     r = v.d
-    dx = [e.date for e in v.events if e.tag == f"dx:{cond}" and e.date <= r]
+    dx_codes, res_codes = _register_codes()
+    dx = [e.date for e in v.events if e.code in dx_codes[cond] and e.date <= r]
     if not dx:
         return False
     latest = max(dx)
@@ -215,7 +232,7 @@ def _on_register(v: _View, reg: str, age: int) -> bool:
         return False
     if not resolvable:
         return True
-    res = [e.date for e in v.events if e.tag == f"res:{cond}" and e.date <= r]
+    res = [e.date for e in v.events if e.code in res_codes[cond] and e.date <= r]
     return not res or max(res) < latest  # a resolution on the same day counts as resolved
 
 

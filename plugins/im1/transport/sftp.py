@@ -45,7 +45,7 @@ class SftpSettings:
     port: int
     username: str
     private_key: str  # OpenSSH/PEM text, or a path to it
-    host_key: str  # pinned server key: "ssh-ed25519 AAAA..." (as in known_hosts, without the host)
+    host_key: str  # pinned server key "ssh-ed25519 AAAA..." (known_hosts form, no host); several: one per line
     key_passphrase: str | None = None
     timeout: float = 30.0
     # the EMIS server has stalled listings at weekends: bound every operation
@@ -61,6 +61,14 @@ class RemoteFile:
     @property
     def name(self) -> str:
         return posixpath.basename(self.path)
+
+
+def _pinned_keys(text: str) -> list[paramiko.PKey]:
+    """The pinned host keys: one per line (during a key rotation, the old and the new key)."""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise HostKeyError("no pinned host key: set the supplier server's public key ('<type> <base64>')")
+    return [_pinned_key(ln) for ln in lines]
 
 
 def _pinned_key(line: str) -> paramiko.PKey:
@@ -92,10 +100,28 @@ class SftpClient:
         self.close()
 
     def connect(self) -> None:
+        """Connect, accepting the server only if it presents a pinned host key.
+
+        ``host_key`` may hold several keys, one per line, while a supplier rotates its key: each is
+        tried in turn (one SSH handshake each), so the old and the new key both work until the old
+        one is removed from the connection.
+        """
+        pins = _pinned_keys(self.settings.host_key)
+        errors: list[str] = []
+        for pinned in pins:
+            try:
+                self._connect(pinned)
+                return
+            except HostKeyError as err:
+                errors.append(str(err))
+        if len(pins) == 1:
+            raise HostKeyError(errors[0])
+        raise HostKeyError(f"none of the {len(pins)} pinned host keys matched: " + " | ".join(errors))
+
+    def _connect(self, pinned: paramiko.PKey) -> None:
         s = self.settings
         ssh = paramiko.SSHClient()
         ssh.set_missing_host_key_policy(paramiko.RejectPolicy())
-        pinned = _pinned_key(s.host_key)
         hostname = s.host if s.port == 22 else f"[{s.host}]:{s.port}"
         ssh.get_host_keys().add(hostname, pinned.get_name(), pinned)
         pkey = load_private_key(s.private_key, s.key_passphrase)
@@ -112,6 +138,7 @@ class SftpClient:
                 auth_timeout=s.timeout,
             )
         except paramiko.BadHostKeyException as err:
+            ssh.close()
             raise HostKeyError(
                 f"host key for {s.host}:{s.port} has CHANGED: got {err.key.get_name()} "
                 f"{err.key.get_base64()[:24]}..., pinned {pinned.get_base64()[:24]}...; refusing to connect "
@@ -119,6 +146,7 @@ class SftpClient:
             ) from None
         except paramiko.SSHException as err:
             if "not found in known_hosts" in str(err):
+                ssh.close()
                 raise HostKeyError(
                     f"host key for {s.host}:{s.port} is not the pinned key (unknown server key); refusing to connect"
                 ) from None
@@ -164,6 +192,14 @@ class SftpClient:
                 elif stat.S_ISREG(a.st_mode or 0):
                     yield RemoteFile(p, int(a.st_size or 0), int(a.st_mtime or 0))
             stack.extend(reversed(subdirs))
+
+    def read_bytes(self, path: str, limit: int = 1 << 22) -> bytes:
+        """A small remote file's content (e.g. a TPP SRManifest.csv); refuses files over ``limit`` bytes."""
+        size = int(self.sftp.stat(path).st_size or 0)
+        if size > limit:
+            raise SftpError(f"{path}: {size} bytes, more than the {limit} expected")
+        with self.sftp.open(path, "rb") as fh:
+            return fh.read()
 
     def download(self, remote: RemoteFile, dest: Path) -> Path:
         """Download atomically to ``dest`` (``dest.part`` first, size verified, then renamed).

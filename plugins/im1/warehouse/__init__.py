@@ -3,7 +3,8 @@
 With ``IM1_WAREHOUSE_URL`` unset the platform runs its own embedded PostgreSQL (see
 :mod:`im1.warehouse.embedded`); with it set, that server is used and the URL's user must be
 allowed to create schemas and roles (bootstrap). Role passwords for a real server come from
-``IM1_LOADER_PASSWORD``, ``IM1_TRANSFORMER_PASSWORD`` and ``IM1_BI_READER_PASSWORD``.
+``IM1_LOADER_PASSWORD``, ``IM1_TRANSFORMER_PASSWORD``, ``IM1_BI_READER_PASSWORD`` and
+``IM1_MART_READER_PASSWORD``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ AIRFLOW_DB = "airflow"
 # Roles (see bootstrap.py for what each may do)
 LOADER = "loader"
 TRANSFORMER = "transformer"
-BI_READER = "bi_reader"
-ROLES = (LOADER, TRANSFORMER, BI_READER)
+BI_READER = "bi_reader"  # BI tools: the published (small-number suppressed) schema only
+MART_READER = "mart_reader"  # restricted analysts: the unsuppressed marts and published
+ROLES = (LOADER, TRANSFORMER, BI_READER, MART_READER)
 
 # Airflow connection ids the DAGs use for the warehouse
 CONN_LOADER = "im1_warehouse_loader"
 CONN_TRANSFORMER = "im1_warehouse_transformer"
 CONN_BI = "im1_warehouse_bi"
+CONN_MART_READER = "im1_warehouse_mart_reader"
 
 
 def embedded_server(data_dir: Path | None = None, *, durable: bool = True) -> EmbeddedPostgres:

@@ -4,7 +4,11 @@ Who may do what:
 
 * ``loader`` owns ``raw_emis``, ``raw_tpp`` and ``ingest``: it writes raw rows and the ledger.
 * ``transformer`` reads raw and ingest, and owns the dbt schemas it builds.
-* ``bi_reader`` can read only the mart schemas, in read-only transactions.
+* ``bi_reader`` (BI tools) can read only ``published``: the marts after small-number suppression,
+  in read-only transactions.
+* ``mart_reader`` (restricted analysts, reconciliation) can read ``marts`` (unsuppressed) and
+  ``published``, read-only.
+* Nobody but ``transformer`` reads ``staging``, ``intermediate`` or ``reference``.
 
 Every statement can be run again safely; new spec columns are added to existing raw tables.
 """
@@ -17,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from im1 import specs
-from im1.warehouse import BI_READER, LOADER, ROLES, TRANSFORMER, Warehouse
+from im1.warehouse import BI_READER, LOADER, MART_READER, ROLES, TRANSFORMER, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,12 @@ STAGE_SCHEMAS = {"emis": "stage_emis"}
 INGEST_SCHEMA = "ingest"
 # dbt layers (the dbt project's generate_schema_name macro uses these names verbatim)
 DBT_SCHEMAS = ("reference", "staging", "intermediate", "marts", "published", "dbt_test_audit")
-BI_SCHEMAS = ("marts", "published")
+# who reads which dbt schema (read-only roles); every other dbt schema is the transformer's alone
+READERS = {
+    BI_READER: ("published",),
+    MART_READER: ("marts", "published"),
+}
+READ_ONLY_ROLES = tuple(READERS)
 
 # Metadata columns on every raw table. Their defaults read per-load session settings through the
 # ingest.load_* functions below, so a plain COPY of the file's own columns fills them.
@@ -39,6 +48,9 @@ META_COLUMNS: list[tuple[str, str]] = [
     ("_file_id", "bigint not null default ingest.load_bigint('im1.file_id')"),
     ("_row_number", "bigint not null default nextval(ingest.load_regclass('im1.row_seq'))"),
     ("_loaded_at", "timestamptz not null default ingest.load_ts()"),
+    # commit order per raw table (see im1.ingest.load.claim_load_seq): the watermark incremental
+    # dbt models use to find rows they have not seen yet, safe while other loads are running
+    ("_load_seq", "bigint default ingest.load_bigint('im1.load_seq')"),
 ]
 # These read session state but are declared IMMUTABLE on purpose: COPY plans its column defaults
 # once per statement, so the planner folds them to constants for that COPY instead of evaluating
@@ -58,6 +70,7 @@ create or replace function ingest.load_ts() returns timestamptz
 META_NAMES = [c for c, _ in META_COLUMNS]
 
 LEDGER_DDL = """
+create sequence if not exists ingest.load_seq;
 create table if not exists ingest.batches (
     batch_id        bigserial primary key,
     feed_id         text not null,
@@ -118,6 +131,9 @@ alter table ingest.batches add column if not exists release_note text;
 alter table ingest.batches add column if not exists quality_status text;
 alter table ingest.batches add column if not exists quality_checked_at timestamptz;
 alter table ingest.batches add column if not exists delivery_batch_id bigint;
+-- TPP: the manifest's IsDelta per file (false = a full file, superseding the table's earlier rows
+-- for that organisation; null = not stated, e.g. EMIS files or TPP files the manifest does not list)
+alter table ingest.files add column if not exists is_delta boolean;
 -- one row per expectation evaluated on a raw batch (Great Expectations, driven by the spec)
 create table if not exists ingest.quality_checks (
     check_id        bigserial primary key,
@@ -169,7 +185,6 @@ def _roles(conn: psycopg.Connection, wh: Warehouse) -> None:
         pw = wh.role_password(role)
         if pw:
             conn.execute(sql.SQL("alter role {} password {}").format(sql.Identifier(role), sql.Literal(pw)))
-    conn.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(BI_READER)))
     db = sql.Identifier(wh.database)
     conn.execute(sql.SQL("revoke all on database {} from public").format(db))
     conn.execute(
@@ -177,7 +192,9 @@ def _roles(conn: psycopg.Connection, wh: Warehouse) -> None:
             db, sql.Identifier(LOADER), sql.Identifier(TRANSFORMER)
         )
     )
-    conn.execute(sql.SQL("grant connect on database {} to {}").format(db, sql.Identifier(BI_READER)))
+    for reader in READ_ONLY_ROLES:
+        conn.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(reader)))
+        conn.execute(sql.SQL("grant connect on database {} to {}").format(db, sql.Identifier(reader)))
     conn.execute("revoke create on schema public from public")
     is_super = conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone()[0]
     if not is_super:
@@ -205,15 +222,28 @@ def _schemas(conn: psycopg.Connection) -> None:
         )
     for schema in DBT_SCHEMAS:
         owned(schema, TRANSFORMER)
-    for schema in BI_SCHEMAS:
-        s = sql.Identifier(schema)
-        conn.execute(sql.SQL("grant usage on schema {} to {}").format(s, sql.Identifier(BI_READER)))
-        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(s, sql.Identifier(BI_READER)))
-        conn.execute(
-            sql.SQL("alter default privileges for role {} in schema {} grant select on tables to {}").format(
-                sql.Identifier(TRANSFORMER), s, sql.Identifier(BI_READER)
-            )
-        )
+    for reader, readable in READERS.items():
+        r = sql.Identifier(reader)
+        for schema in DBT_SCHEMAS:
+            s = sql.Identifier(schema)
+            if schema in readable:
+                # tables dbt creates later (as the transformer) are readable through default privileges
+                conn.execute(sql.SQL("grant usage on schema {} to {}").format(s, r))
+                conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(s, r))
+                conn.execute(
+                    sql.SQL("alter default privileges for role {} in schema {} grant select on tables to {}").format(
+                        sql.Identifier(TRANSFORMER), s, r
+                    )
+                )
+            else:
+                # also withdraws what an older bootstrap granted (bi_reader used to read marts)
+                conn.execute(sql.SQL("revoke all on schema {} from {}").format(s, r))
+                conn.execute(sql.SQL("revoke all on all tables in schema {} from {}").format(s, r))
+                conn.execute(
+                    sql.SQL("alter default privileges for role {} in schema {} revoke all on tables from {}").format(
+                        sql.Identifier(TRANSFORMER), s, r
+                    )
+                )
 
 
 def raw_table_ddl(schema: str, table: str, columns: list[str]) -> list[sql.Composed]:
@@ -231,6 +261,12 @@ def raw_table_ddl(schema: str, table: str, columns: list[str]) -> list[sql.Compo
             )
         )
     for name, definition in META_COLUMNS:
+        # columns added to the platform later reach existing tables without a rewrite
+        stmts.append(
+            sql.SQL("alter table {} add column if not exists {} {}").format(
+                ident, sql.Identifier(name), sql.SQL(definition.split()[0])
+            )
+        )
         default = definition.split(" default ", 1)[1]
         stmts.append(
             sql.SQL("alter table {} alter column {} set default {}").format(
@@ -240,6 +276,11 @@ def raw_table_ddl(schema: str, table: str, columns: list[str]) -> list[sql.Compo
     stmts.append(
         sql.SQL("create index if not exists {} on {} using brin (_batch_id)").format(
             sql.Identifier(f"{table}__batch_brin"), ident
+        )
+    )
+    stmts.append(
+        sql.SQL("create index if not exists {} on {} using brin (_load_seq)").format(
+            sql.Identifier(f"{table}__load_seq_brin"), ident
         )
     )
     return stmts
