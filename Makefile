@@ -17,7 +17,7 @@ DBT_DIR   := dbt_project
 MANIFEST  := $(DBT_DIR)/target/manifest.json
 DBT_SRC   := $(shell find $(DBT_DIR)/models $(DBT_DIR)/macros $(DBT_DIR)/seeds $(DBT_DIR)/tests -type f 2>/dev/null) \
              $(DBT_DIR)/dbt_project.yml
-PYTEST_ARGS ?= -n auto --dist loadfile
+PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
 
 .PHONY: help venv manifest demo test lint airflow docs lock clean reset warehouse-stop bench-ingest bench-transform
 
