@@ -207,7 +207,7 @@ def dbt_build(bwh, full_refresh: bool, out: Path) -> dict:
 
 def _layer(node: dict) -> str:
     parts = Path(node.get("original_file_path", "")).parts
-    if node["resource_type"] == "seed":
+    if node.get("resource_type") == "seed":
         return "seeds"
     return parts[1] if len(parts) > 2 and parts[0] == "models" else "other"
 
