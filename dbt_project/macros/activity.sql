@@ -70,6 +70,35 @@
     {{ im1_save_lookup_snapshot(int_medication_issues_lookup()) }}
 {%- endmacro %}
 
+{#- int_medication_authorisations ---------------------------------------------------------------
+    Lookup: the same drug-code map as int_medication_issues (int_drug_codes), kept apart. -#}
+{#- Drug records changed in the base model since the last run, and the authorisations of drug codes
+    that now map to another dm+d code or name. -#}
+{% macro int_medication_authorisations_touched() -%}
+    select 'emis'::text as supplier, b.practice_code, b.drug_record_guid as authorisation_id
+    from {{ ref('base_emis__prescribing_drugrecord') }} as b
+    where {{ im1_applied_since('b.applied_at') }}
+    union all
+    select t.supplier, t.practice_code, t.authorisation_id
+    from {{ this }} as t
+    inner join {{ im1_changed_relation() }} as c
+        on c.supplier = t.supplier and c.source_code = t.source_code
+    union all
+    -- TPP staging is not incremental: its authorisations are re-derived on every run
+    select t.supplier, t.practice_code, t.authorisation_id
+    from {{ this }} as t
+    where t.supplier = 'tpp'
+{%- endmacro %}
+
+{% macro int_medication_authorisations_pre_hook() -%}
+    {{ im1_prepare_touched(['supplier', 'practice_code', 'authorisation_id'], int_medication_authorisations_touched(),
+                           im1_changed_lookups(int_medication_issues_lookup(), ['supplier', 'source_code'])) }}
+{%- endmacro %}
+
+{% macro int_medication_authorisations_post_hook() -%}
+    {{ im1_save_lookup_snapshot(int_medication_issues_lookup()) }}
+{%- endmacro %}
+
 {#- SystmOne sends a medication quantity as one text, e.g. '28 tablet': its number and its unit. -#}
 {% macro tpp_quantity_number(col) -%}
     cast(nullif(substring(trim({{ col }}) from '^[0-9]+(?:\.[0-9]+)?'), '') as numeric)

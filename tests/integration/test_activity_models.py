@@ -101,6 +101,9 @@ INT_APPOINTMENTS = ("select supplier, practice_code, appointment_id, patient_id,
                     "hcp_type, is_gpad_counted from intermediate.int_appointments where practice_code = any(%s)")
 INT_ISSUES = ("select supplier, practice_code, issue_id, patient_id, authorisation_id, issue_date, source_code, "
               "dmd_code, drug_name from intermediate.int_medication_issues where practice_code = any(%s)")
+INT_AUTHORISATIONS = ("select supplier, practice_code, authorisation_id, patient_id, start_date, source_code, dmd_code, "
+                      "drug_name, authorisation_type, is_active, end_date, quantity, number_of_issues "
+                      "from intermediate.int_medication_authorisations where practice_code = any(%s)")
 
 
 def _state(db) -> dict[str, set[tuple]]:
@@ -108,6 +111,7 @@ def _state(db) -> dict[str, set[tuple]]:
     return {
         "int_appointments": set(db.execute(INT_APPOINTMENTS, practices).fetchall()),
         "int_medication_issues": set(db.execute(INT_ISSUES, practices).fetchall()),
+        "int_medication_authorisations": set(db.execute(INT_AUTHORISATIONS, practices).fetchall()),
         **{rel: set(db.execute(f"select * from {rel} where practice_code = any(%s)", practices).fetchall())  # noqa: S608
            for rel in ("marts.mart_appointments", "marts.mart_prescribing", "published.pub_appointments")},
     }
@@ -142,8 +146,8 @@ def test_activity_marts_match_truth_and_incremental_equals_full_refresh(warehous
     assert all(d.rows > 10 for d in diffs.values())
 
     # 2. changes the incremental models must notice although the rows they keep do not change
-    slot, su, uir, drug, issue = ("Appointment_Slot", "Appointment_SessionUser", "Admin_UserInRole",
-                                  "Coding_DrugCode", "Prescribing_IssueRecord")
+    slot, su, uir, drug, issue, record = ("Appointment_Slot", "Appointment_SessionUser", "Admin_UserInRole",
+                                          "Coding_DrugCode", "Prescribing_IssueRecord", "Prescribing_DrugRecord")
     gp_codes = {"R0260"}
     staff = {_col(uir, r, "UserInRoleGuid"): r for r in bulk[uir]}
     gps = [g for g, r in staff.items() if _col(uir, r, "JobCategoryCode") in gp_codes]
@@ -159,9 +163,10 @@ def test_activity_marts_match_truth_and_incremental_equals_full_refresh(warehous
     # (c) a drug code renamed (new dm+d code and name)
     issued_code = _col(issue, bulk[issue][0], "CodeId")
     renamed = next(r for r in bulk[drug] if _col(drug, r, "CodeId") == issued_code)
-    # (d) a booked slot deleted, another one un-booked, an issue deleted
+    # (d) a booked slot deleted, another one un-booked, an issue and a drug record deleted
     deleted_slot, unbooked_slot = booked[-1], booked[-2]
     deleted_issue = bulk[issue][-1]
+    deleted_record = bulk[record][-1]
     edits = {
         su: [emis.delete_row(su, (session, old_holder, "false")), (session, new_holder, "false")],
         uir: [_with(uir, staff[regraded], JobCategoryCode="R0260", JobCategoryName="General Medical Practitioner")],
@@ -170,6 +175,7 @@ def test_activity_marts_match_truth_and_incremental_equals_full_refresh(warehous
                _with(slot, unbooked_slot, PatientGuid="", SlotStatus="Slot Available", BookedDate="", BookedTime="",
                      SendInTime="", LeftTime="", DidNotAttend="")],
         issue: [emis.delete_row(issue, deleted_issue)],
+        record: [emis.delete_row(record, deleted_record)],
     }
     next_day = world.start + dt.timedelta(days=1)
     with psycopg.connect(warehouse.role_url(LOADER)) as loader:
@@ -196,6 +202,10 @@ def test_activity_marts_match_truth_and_incremental_equals_full_refresh(warehous
     assert _col(issue, deleted_issue, "IssueRecordGuid") not in issues
     renamed_issues = [r for r in issues.values() if r[6] == issued_code]
     assert renamed_issues and all(r[7:] == ("99999999999", "Renamed drug 10mg tablets") for r in renamed_issues)
+    auths = {r[2]: r for r in incremental["int_medication_authorisations"] if r[1] == ODS}
+    assert _col(record, deleted_record, "DrugRecordGuid") not in auths
+    renamed_auths = [r for r in auths.values() if r[5] == issued_code]
+    assert renamed_auths and all(r[6:8] == ("99999999999", "Renamed drug 10mg tablets") for r in renamed_auths)
 
     # 3. the incremental result is exactly what a full refresh of the same models gives
     _dbt("run", "--full-refresh")

@@ -22,7 +22,7 @@
     incremental_strategy='delete+insert',
     unique_key=['supplier', 'practice_code', 'observation_id'],
     on_schema_change='append_new_columns',
-    indexes=[{'columns': ['supplier', 'practice_code', 'observation_id'], 'unique': true}],
+    indexes=[{'columns': ['supplier', 'practice_code', 'observation_id'], 'unique': true}, {'columns': ['applied_at']}],
     pre_hook=[
         "{{ im1_reset_if_fingerprint_changed('base_emis__carerecord_observation', 'emis', im1_observation_concepts_fingerprint()) }}",
         "{{ im1_delete_supplier_rows('tpp') }}",
