@@ -63,8 +63,9 @@ bench-ingest: $(STAMP)
 	$(BIN)/python -m im1.bench.ingest
 
 # Not part of `make test`: a 35,000-patient practice (cached under .im1/bench/), full refresh vs one-day delta.
+# BENCH_ARGS="--keep-bulk" keeps the database after the bulk's ingest; "--reuse-bulk" starts from it.
 bench-transform: $(STAMP) $(MANIFEST)
-	$(BIN)/python -m im1.bench.transform
+	$(BIN)/python -m im1.bench.transform $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -4,13 +4,15 @@
 
     Counted on snapshot date S: registered on S (macros/registration.sql: Regular, start <= S,
     no end or end > S, alive on S, not a dummy patient). Age is completed years on S. Only
-    non-empty groups have a row. -#}
+    non-empty groups have a row. A patient is counted once per snapshot even if two registration
+    periods at the practice overlap (SystmOne can send overlapping GMS registrations). -#}
 with
 
 registered as (
     select
         s.practice_code,
         s.snapshot_date,
+        r.patient_id,
         p.sex,
         {{ age_in_years('p.date_of_birth', 's.snapshot_date') }} as age_years
     from {{ ref('int_list_size_snapshots') }} as s
@@ -27,6 +29,6 @@ select
     sex,
     {{ age_band_5y('age_years') }} as age_band,
     cast({{ age_band_order('age_years') }} as integer) as age_band_order,
-    count(*) as patients
+    count(distinct patient_id) as patients
 from registered
 group by practice_code, snapshot_date, sex, {{ age_band_5y('age_years') }}, {{ age_band_order('age_years') }}

@@ -44,6 +44,8 @@ AGREEMENT = "B3E0C0DE-0035-4000-8000-00000000BE35"
 START = dt.date(2026, 11, 1)
 DAYS = 2  # the bulk (day 0) and one daily delta (day 1)
 BENCH_DB = "im1_bench_transform"
+# --keep-bulk / --reuse-bulk: the database as it is after the bulk's ingest, kept as a template
+BULK_TEMPLATE = "im1_bench_transform_bulk"
 FEED_ID = "bench_transform"
 # Both runs: the whole project (seeds, models, data tests), as a production run builds it; the dbt
 # unit tests check the SQL, not the data, so they run in CI (make test), not in a warehouse's daily run.
@@ -133,7 +135,8 @@ class LocalSite:
 
 
 # -- the warehouse ------------------------------------------------------------------------------
-def fresh_warehouse(wh):
+def fresh_warehouse(wh, template: str | None = None):
+    """A new bench database: bootstrapped empty, or a copy of ``template`` (an ingested bulk)."""
     import psycopg
     from psycopg import sql
 
@@ -142,9 +145,39 @@ def fresh_warehouse(wh):
 
     with psycopg.connect(wh.url_for("postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(BENCH_DB)))
+        if template:
+            conn.execute(sql.SQL("create database {} template {}").format(sql.Identifier(BENCH_DB),
+                                                                          sql.Identifier(template)))
     bwh = Warehouse(admin_url=wh.url_for(BENCH_DB), embedded=wh.embedded)
-    bootstrap(bwh)
+    if not template:
+        bootstrap(bwh)
     return bwh
+
+
+def bulk_template(wh, patients: int) -> dict | None:
+    """The kept bulk (its ingest figures), if a template database for these inputs exists."""
+    import psycopg
+
+    marker = cache_dir(patients) / "bulk_template.json"
+    if not marker.exists():
+        return None
+    with psycopg.connect(wh.url_for("postgres")) as conn:
+        if not conn.execute("select 1 from pg_database where datname = %s", (BULK_TEMPLATE,)).fetchone():
+            return None
+    return json.loads(marker.read_text())
+
+
+def keep_bulk(wh, bwh, patients: int, bulk: dict) -> None:
+    """Copy the database after the bulk's ingest into a template for ``--reuse-bulk``."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(wh.url_for("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(BULK_TEMPLATE)))
+        conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", (BENCH_DB,))
+        conn.execute(sql.SQL("create database {} template {}").format(sql.Identifier(BULK_TEMPLATE),
+                                                                      sql.Identifier(BENCH_DB)))
+    (cache_dir(patients) / "bulk_template.json").write_text(json.dumps(bulk))
 
 
 def feed_config():
@@ -269,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                     help="processes generating the deliveries (first run only)")
     ap.add_argument("--generate-only", action="store_true", help="only generate (and cache) the deliveries")
+    ap.add_argument("--keep-bulk", action="store_true",
+                    help=f"after the bulk's ingest, keep a copy of the database ({BULK_TEMPLATE}) for --reuse-bulk")
+    ap.add_argument("--reuse-bulk", action="store_true",
+                    help="start from the kept copy instead of ingesting the bulk again (developing the dbt models)")
     a = ap.parse_args(argv)
 
     from im1.runtime import warehouse_up
@@ -283,11 +320,19 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     os.environ.setdefault("IM1_STATE_DIR", str(paths.state_dir()))
     with warehouse_up() as wh:
-        bwh = fresh_warehouse(wh)
+        kept = bulk_template(wh, a.patients) if a.reuse_bulk else None
+        bwh = fresh_warehouse(wh, BULK_TEMPLATE if kept else None)
         say(f"PostgreSQL {bwh.host}:{bwh.port}/{bwh.database}; {os.cpu_count()} CPU(s); "
             f"dbt threads {os.environ.get('IM1_DBT_THREADS', '4')}")
         day1 = World.extract_ts(START + dt.timedelta(days=1))
-        bulk = ingest(bwh, site, key, until=day1)
+        if kept:
+            bulk = kept
+            say(f"ingest day 0 (bulk): not repeated, the database starts as a copy of {BULK_TEMPLATE}; "
+                "the figures of that ingest:")
+        else:
+            bulk = ingest(bwh, site, key, until=day1)
+            if a.keep_bulk:
+                keep_bulk(wh, bwh, a.patients, bulk)
         say(f"ingest day 0 (bulk): {bulk['rows']:,} rows in {bulk['seconds']:.0f}s "
             f"(load {bulk['load_seconds']:.0f}s, quality checks {bulk['quality_seconds']:.0f}s)")
         full = dbt_build(bwh, True, work / "full")
