@@ -141,6 +141,10 @@ def stale() -> list[Path]:
 #: touches the changed keys; the rest are views over raw (small enough to reduce on every run).
 EMIS_INCREMENTAL = ("CareRecord_Observation", "CareRecord_Consultation", "Appointment_Slot",
                     "Prescribing_IssueRecord", "Prescribing_DrugRecord")
+#: Base models whose downstream incremental model re-derives a set of records found by the
+#: record's own id and practice (int_appointments, int_medication_issues/_authorisations): an
+#: index on the record id, so a daily run finds its few thousand rows without reading the table.
+EMIS_RECORD_INDEX = ("Appointment_Slot", "Prescribing_IssueRecord", "Prescribing_DrugRecord")
 
 _TYPE_MACRO = {
     "uniqueidentifier": "emis_guid",
@@ -229,6 +233,8 @@ def emis_staging_sql(t: specs.EmisTable) -> dict[str, str]:
         key_list = ", ".join(f"'{k}'" for k in keys)
         join = " and ".join(f"n.{k} = t.{k}" for k in keys)
         cols = SEP.join([*out_cols, "is_deleted", "applied_at"])
+        indexes = ", ".join([f"{{'columns': [{key_list}], 'unique': true}}", "{'columns': ['applied_at']}",
+                             *([f"{{'columns': ['{keys[-1]}']}}"] if t.name in EMIS_RECORD_INDEX else [])])
         base_sql = f"""{head}{{#- Incremental on ({", ".join(keys)}): each run reads only the rows of batches not yet applied
     to this model (the pending list is taken once, in the pre-hook), ranks them together with the
     current rows of the same keys, and replaces those keys. Deleted records stay as tombstones
@@ -239,7 +245,7 @@ def emis_staging_sql(t: specs.EmisTable) -> dict[str, str]:
     incremental_strategy='delete+insert',
     unique_key=[{key_list}],
     on_schema_change='append_new_columns',
-    indexes=[{{'columns': [{key_list}], 'unique': true}}, {{'columns': ['applied_at']}}],
+    indexes=[{indexes}],
     pre_hook="{{{{ im1_pending_batches('emis', source('raw_emis', '{t.raw_name}')) }}}}",
     post_hook="{{{{ im1_mark_batches_applied() }}}}",
 ) }}}}

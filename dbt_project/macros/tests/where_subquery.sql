@@ -13,7 +13,8 @@
     {% if where %}
         {%- if '__latest_applied_at__' in where -%}
             {%- set latest = 'null' -%}
-            {%- if execute -%}
+            {#- (dbt docs generate and dbt compile render tests too, maybe before the model exists) -#}
+            {%- if execute and load_relation(relation) is not none -%}
                 {%- set found = run_query('select max(applied_at)::text from ' ~ relation) -%}
                 {%- if found and found.rows[0][0] is not none -%}
                     {%- set latest = "cast('" ~ found.rows[0][0] ~ "' as timestamptz)" -%}

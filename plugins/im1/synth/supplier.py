@@ -191,7 +191,8 @@ def write_emis_bulk(world: World, feed_dir: Path, *, keyring: Keyring | None, re
             batch[table][0].writer.writerow(emis.COLS[table].header("8.2"))
             if table in practice:
                 emis.write_rows(batch, table, practice[table].values())
-                rows[table] = rows.get(table, 0) + len(practice[table])
+                # rows in the file (SessionUser carries the odd duplicate row, pitfall 4)
+                rows[table] = rows.get(table, 0) + batch[table][0].rows
             batch[table][0].close()
             sources = [head] + [tmp / f"part{i}" / f"{table}.part" for i in range(workers)
                                 if (tmp / f"part{i}" / f"{table}.part").exists()]

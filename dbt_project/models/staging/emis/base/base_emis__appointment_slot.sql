@@ -9,7 +9,7 @@
     incremental_strategy='delete+insert',
     unique_key=['organisation_guid', 'slot_guid'],
     on_schema_change='append_new_columns',
-    indexes=[{'columns': ['organisation_guid', 'slot_guid'], 'unique': true}, {'columns': ['applied_at']}],
+    indexes=[{'columns': ['organisation_guid', 'slot_guid'], 'unique': true}, {'columns': ['applied_at']}, {'columns': ['slot_guid']}],
     pre_hook="{{ im1_pending_batches('emis', source('raw_emis', 'appointment_slot')) }}",
     post_hook="{{ im1_mark_batches_applied() }}",
 ) }}

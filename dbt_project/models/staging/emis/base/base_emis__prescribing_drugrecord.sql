@@ -9,7 +9,7 @@
     incremental_strategy='delete+insert',
     unique_key=['organisation_guid', 'drug_record_guid'],
     on_schema_change='append_new_columns',
-    indexes=[{'columns': ['organisation_guid', 'drug_record_guid'], 'unique': true}, {'columns': ['applied_at']}],
+    indexes=[{'columns': ['organisation_guid', 'drug_record_guid'], 'unique': true}, {'columns': ['applied_at']}, {'columns': ['drug_record_guid']}],
     pre_hook="{{ im1_pending_batches('emis', source('raw_emis', 'prescribing_drugrecord')) }}",
     post_hook="{{ im1_mark_batches_applied() }}",
 ) }}
