@@ -30,7 +30,12 @@
     {%- if not execute or not is_incremental() -%}
         {{ return(none) }}
     {%- endif -%}
-    {%- set rows = run_query("select max(applied_at)::text from " ~ this).rows -%}
+    {{ return(im1_max_applied_at(this)) }}
+{%- endmacro %}
+
+{#- The latest applied_at in ``relation`` (text), or none when it is empty. -#}
+{% macro im1_max_applied_at(relation) -%}
+    {%- set rows = run_query("select max(applied_at)::text from " ~ relation).rows -%}
     {{ return(rows[0][0] if rows | length > 0 and rows[0][0] is not none else none) }}
 {%- endmacro %}
 

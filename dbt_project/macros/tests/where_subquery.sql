@@ -15,9 +15,9 @@
             {%- set latest = 'null' -%}
             {#- (dbt docs generate and dbt compile render tests too, maybe before the model exists) -#}
             {%- if execute and load_relation(relation) is not none -%}
-                {%- set found = run_query('select max(applied_at)::text from ' ~ relation) -%}
-                {%- if found and found.rows[0][0] is not none -%}
-                    {%- set latest = "cast('" ~ found.rows[0][0] ~ "' as timestamptz)" -%}
+                {%- set found = im1_max_applied_at(relation) -%}
+                {%- if found is not none -%}
+                    {%- set latest = "cast('" ~ found ~ "' as timestamptz)" -%}
                 {%- endif -%}
             {%- endif -%}
             {%- set where = where | replace('__latest_applied_at__', latest) -%}

@@ -18,7 +18,7 @@
         {'columns': ['applied_at']},
     ],
     pre_hook="{{ int_medication_issues_pre_hook() }}",
-    post_hook="{{ int_medication_issues_post_hook() }}",
+    post_hook="{{ im1_drug_code_post_hook() }}",
 ) }}
 
 with
