@@ -240,9 +240,12 @@ class PlaintextStream:
     def read(self, n: int = 1 << 20) -> bytes:
         while True:
             if self._fh is None:
+                # liveness first: gpg may create, write and finish the file between the two checks,
+                # and a file that appeared after "not alive" was seen is still read
+                alive = self._worker.is_alive()
                 if self.path.exists():
                     self._fh = open(self.path, "rb")
-                elif not self._worker.is_alive():
+                elif not alive:
                     return self._finish()
                 else:
                     time.sleep(self.POLL)

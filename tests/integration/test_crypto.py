@@ -93,3 +93,28 @@ def test_streaming_decrypt_yields_plaintext_and_fails_late_on_tampering(encrypte
         with pytest.raises(NoSecretKeyError):
             with kr.decrypting(encrypted / "other.csv.gpg", tmp_path / "o.csv", passphrase="x") as s:
                 s.read(10)
+
+
+class _FinishesBetweenChecks:
+    """A decrypting thread seen as alive until the check itself, during which gpg creates, writes
+    and closes the whole (small) file: the interleaving that made the first read return nothing."""
+
+    def __init__(self, path, data: bytes):
+        self.path, self.data = path, data
+
+    def is_alive(self) -> bool:
+        if not self.path.exists():
+            self.path.write_bytes(self.data)
+        return False
+
+
+def test_stream_reads_a_file_written_while_it_checked_for_it(tmp_path):
+    from im1.crypto import PlaintextStream
+
+    path = tmp_path / "plain.csv"
+    stream = PlaintextStream(path, _FinishesBetweenChecks(path, b'"A","B"\r\n"1","2"\r\n'), {})
+    try:
+        assert stream.read() == b'"A","B"\r\n"1","2"\r\n'
+        assert stream.read() == b""
+    finally:
+        stream.close()
