@@ -1,10 +1,12 @@
-{#- What int_observations keeps: the concepts of every code-list seed (registers, resolved codes,
-    blood pressure, HbA1c, frailty, smoking, opt-out), except sensitive-condition concepts (the
+{#- What int_observations keeps: the concepts of every clinical code-list seed (registers, resolved
+    codes, blood pressure, HbA1c, frailty, QOF exclusions and invitations, smoking, opt-out; not the
+    drug lists), except sensitive-condition concepts (the
     NHS GP data sharing exclusion refsets), which are never kept even if a list names them. -#}
 {% macro im1_observation_concepts() -%}
     select distinct c.snomed_concept_id
     from {{ ref('int_codelist_concepts') }} as c
     where not c.is_sensitive_refset
+      and not c.is_drug_list
       and not exists (
           select 1 from {{ ref('int_codelist_concepts') }} as s
           where s.is_sensitive_refset and s.snomed_concept_id = c.snomed_concept_id

@@ -16,3 +16,10 @@
 {% macro im1_months_before(d, months) -%}
     cast({{ d }} - make_interval(months => {{ months }}) as date)
 {%- endmacro %}
+
+{#- QOF's "first or new episode" (the depression register's DEPR_DAT): a code whose episode type
+    is first, new or not recorded; review, ended, changed, evolved and flare-up codes are not
+    episodes (the episode types as EMIS Web and SystmOne record them). -#}
+{% macro im1_is_first_or_new_episode(episode) -%}
+    (lower(coalesce({{ episode }}, '')) not in ('review', 'ended', 'changed', 'evolved', 'flare up'))
+{%- endmacro %}

@@ -10,6 +10,7 @@
                                   (--feed ID: for a configured feed, e.g. the Compose stack's supplier)
     im1 sftp-server ...           serve a folder over SFTP (the demo's supplier site)
     im1 dbt gen                   regenerate dbt sources and EMIS staging models from include/specs
+    im1 casebook gen|list         compile the QOF casebook (dbt_project/casebook) into dbt unit tests; list cases
     im1 ingest status [--feed ID] batches per feed/organisation: status, rows, error, freshness
     im1 ingest release BATCH_ID [--reason TEXT]   re-queue a quarantined batch for the next run
     im1 stack init|metabase-setup the Docker Compose stack's one-shot jobs (docker-compose.yaml)
@@ -247,6 +248,18 @@ def _cmd_dbt(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_casebook(a: argparse.Namespace) -> int:
+    from im1.synth import casebook
+
+    if a.action == "gen":
+        print(f"wrote {casebook.write_unit_tests()}")
+        return 0
+    for c in casebook.load().cases:
+        flags = ("" if c.plantable else " [unit test only]") + (" [ambiguous]" if c.ambiguous else "")
+        print(f"{c.area:<10} {c.id:<45} {c.citation}{flags}")
+    return 0
+
+
 def _cmd_ingest(a: argparse.Namespace) -> int:
     import psycopg
 
@@ -387,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("dbt", help="dbt helpers")
     db.add_argument("action", choices=["gen", "gen-sources", "gen-staging"])
     db.set_defaults(func=_cmd_dbt)
+
+    cb = sub.add_parser("casebook", help="the QOF casebook: compile it into dbt unit tests, or list its cases")
+    cb.add_argument("action", choices=["gen", "list"])
+    cb.set_defaults(func=_cmd_casebook)
     return p
 
 

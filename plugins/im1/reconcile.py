@@ -54,14 +54,17 @@ MARTS: dict[str, Mart] = {
     "qof_registers": Mart(
         "marts.mart_qof_registers",
         key=("practice_code", "reference_date", "register"),
-        values=("register_count", "list_size_all_ages", "list_size_age_group", "prevalence_pct"),
+        values=("reference_kind", "qof_year", "register_count", "list_size_all_ages", "list_size_age_group",
+                "prevalence_pct"),
         derived={"prevalence_pct": lambda r: pct(r["register_count"], r["list_size_age_group"])},
     ),
     "qof_indicators": Mart(
         "marts.mart_qof_indicators",
         key=("practice_code", "reference_date", "indicator"),
-        values=("numerator", "denominator", "achievement_pct"),
-        derived={"achievement_pct": lambda r: pct(r["numerator"], r["denominator"])},
+        values=("reference_kind", "qof_year", "eligible", "numerator", "denominator", "pca_count",
+                "achievement_pct", "pca_rate_pct"),
+        derived={"achievement_pct": lambda r: pct(r["numerator"], r["denominator"]),
+                 "pca_rate_pct": lambda r: pct(r["pca_count"], r["denominator"] + r["pca_count"])},
     ),
 }
 

@@ -14,6 +14,10 @@ def test_dbt_unit_tests_pass(scratch, tmp_path):
     results = run_dbt(scratch, tmp_path / "target", "build", "--exclude", "test_type:data")
     units = {r["unique_id"].split(".")[-1]: r["status"] for r in results if r["unique_id"].startswith("unit_test.")}
     assert len(units) >= 10 and set(units.values()) == {"pass"}, units
-    for name in ("list_size_worked_example", "register_rules", "qof_indicators_worked_examples",
-                 "qof_indicators_thresholds", "qof_prevalence_worked_example", "observations_kept_and_excluded"):
+    for name in ("list_size_worked_example", "qof_prevalence_worked_example", "qof_indicator_counts",
+                 "observations_kept_and_excluded"):
         assert name in units
+    # the QOF casebook, compiled (im1 casebook gen): population, registers and indicators
+    casebook = {n for n in units if n.startswith("casebook_")}
+    assert {"casebook_population_population", "casebook_dm_registers", "casebook_dm_indicators",
+            "casebook_hyp_indicators", "casebook_ast_registers", "casebook_dep_registers"} <= casebook

@@ -22,7 +22,7 @@ import pytest
 
 from im1 import reconcile
 from im1.crypto import Keyring
-from im1.synth import supplier, truth
+from im1.synth import casebook, supplier, truth
 from im1.synth.world import build_world
 from im1.warehouse import BI_READER, MART_READER
 
@@ -187,12 +187,22 @@ def test_demo_slice_end_to_end(feed_env, pgp_keys, warehouse, db):
         snapshots = bi.execute("select snapshot_date, sum(patients) from marts.mart_list_size "
                                "where practice_code = %s group by 1 order by 1", (ODS,)).fetchall()
         registers = dict(bi.execute("select register, register_count from marts.mart_qof_registers "
-                                    "where practice_code = %s", (ODS,)).fetchall())
+                                    "where practice_code = %s and reference_date = '2026-03-31'", (ODS,)).fetchall())
+        kinds = dict(bi.execute("select reference_kind, count(distinct reference_date) from marts.mart_qof_indicators "
+                                "where practice_code = %s group by 1", (ODS,)).fetchall())
     # 13 first-of-month snapshots ending in the data date's month; the list as truth counts it
     assert [s for s, _n in snapshots] == truth.snapshot_dates(world.start)
     assert snapshots[-1][1] == sum(r["patients"] for r in truth.list_size(world, world.start.replace(day=1),
                                                                           as_of=world.start)) > 100
     assert len(registers) == 8 and registers["HYP001"] > 0
+    # QOF on the achievement dates of three QOF years and the month-ends of the current one
+    assert kinds == {"achievement": 3, "month_end": 7}
+    # every planted casebook case came through the real ingest as the rule text says
+    with psycopg.connect(warehouse.admin_url) as conn:
+        check = casebook.check_warehouse(conn, [world])
+    print(check.summary())
+    assert check.ok, "\n".join(check.mismatches)
+    assert check.checked["emis"] == sum(1 for p in world.patients if p.case) - len(check.not_covered) > 100
 
     # a re-run of the same interval finds nothing new: nothing fetched again, nothing doubled
     run = ingest.test(logical_date=_extract_run(0))

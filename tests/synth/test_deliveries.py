@@ -270,7 +270,7 @@ def test_generation_is_deterministic_by_seed():
 
 
 def test_volumes_per_patient_are_realistic():
-    w = build_world(seed=9, patients_per_practice=300, years=20, days=1)
+    w = build_world(seed=9, patients_per_practice=300, years=20, days=1, casebook=False)
     staff = w.staff_of(w.practices[0].ods_code)
     totals: dict[str, int] = {}
     for p in w.patients:

@@ -37,7 +37,7 @@ def bp(day: str, sys_v: int, dia_v: int) -> list[Event]:
 
 
 def world_with(*ods: str):
-    w = build_world(seed=1, patients_per_practice=0, ods_codes=list(ods), start=R)
+    w = build_world(seed=1, patients_per_practice=0, ods_codes=list(ods), start=R, casebook=False)
     return w
 
 
@@ -58,13 +58,16 @@ def test_dm_register_rules():
               ev("2020-07-01", "dx:dm", dm)]),                                           # D3 re-diagnosed
         (16, [ev("2024-05-01", "dx:dm", dm)]),                                          # D4 under 17
         (40, [ev("2025-04-15", "dx:dm", dm)]),                                          # D5 after R
-        (55, [ev("2019-01-01", "dx:dm", dm), ev("2019-01-01", "res:dm", res)]),         # D6 same-day resolved
+        # D6: resolved on the day of the latest diagnosis. marts.md 4.8 counts it as resolved; the
+        # official text (BR46-DM 3.2.4: DMRES_DAT = resolved code dated after DMLAT_DAT) keeps the
+        # patient on the register, and so does the casebook (dm017-same-day-resolved)
+        (55, [ev("2019-01-01", "dx:dm", dm), ev("2019-01-01", "res:dm", res)]),
     ]:
         p = patient(w, "Z90001", age)
         rec[p.key] = PatientRecord(patient=p, events=events)
     t = run(w, rec)
-    dm017 = next(r for r in t["qof_registers"] if r["register"] == "DM017")
-    assert (dm017["register_count"], dm017["list_size_all_ages"], dm017["list_size_age_group"]) == (2, 6, 5)
+    dm017 = next(r for r in t["qof_registers"] if r["register"] == "DM017" and r["reference_date"] == R.isoformat())
+    assert (dm017["register_count"], dm017["list_size_all_ages"], dm017["list_size_age_group"]) == (3, 6, 5)
 
 
 def test_hyp008_hyp009_bp_control():
@@ -81,7 +84,8 @@ def test_hyp008_hyp009_bp_control():
     ]:
         p = patient(w, "Z90002", age)
         rec[p.key] = PatientRecord(patient=p, events=[ev("2015-01-01", "dx:hyp", hyp), *readings])
-    ind = {r["indicator"]: (r["numerator"], r["denominator"]) for r in run(w, rec)["qof_indicators"]}
+    ind = {r["indicator"]: (r["numerator"], r["denominator"]) for r in run(w, rec)["qof_indicators"]
+           if r["reference_date"] == R.isoformat()}
     assert ind["HYP008"] == (2, 5)
     assert ind["HYP009"] == (1, 1)
 
@@ -90,7 +94,7 @@ def test_dm020_dm021_hba1c_control():
     w = world_with("Z90003")
     dm = codes.catalogue().clusters["dm"][0]
     a1c = codes.HBA1C
-    moderate = next(c for c, lvl in codes.FRAILTY_LEVEL.items() if lvl == "moderate")
+    moderate = codes.catalogue().clusters["frailty:moderate"][0]
     rec = {}
     for events in [
         [ev("2012-01-01", "dx:dm", dm), ev("2024-10-01", "hba1c", a1c, 52)],                                # G1
@@ -103,9 +107,11 @@ def test_dm020_dm021_hba1c_control():
     ]:
         p = patient(w, "Z90003", 60)
         rec[p.key] = PatientRecord(patient=p, events=events)
-    ind = {r["indicator"]: (r["numerator"], r["denominator"]) for r in run(w, rec)["qof_indicators"]}
-    assert ind["DM020"] == (2, 4)
-    assert ind["DM021"] == (1, 1)
+    # G6 (first diagnosed 2024-09-01, in the 9 months up to PPED, no result) is excluded (rule 9)
+    ind = {r["indicator"]: (r["numerator"], r["denominator"], r["pca_count"]) for r in run(w, rec)["qof_indicators"]
+           if r["reference_date"] == R.isoformat()}
+    assert ind["DM020"] == (2, 4, 1)
+    assert ind["DM021"] == (1, 1, 0)
 
 
 def test_appointments_gpad_categories():

@@ -53,6 +53,7 @@ emis_changed as (
         b.code_id,
         b.value,
         b.numeric_unit as unit,
+        nullif(b.episode, '') as episode,
         coalesce(b.is_confidential, false) as is_confidential,
         b.applied_at,
         b.is_deleted
@@ -79,6 +80,7 @@ emis_unresolved as (
         cast(t.source_code as bigint) as code_id,
         t.value,
         t.unit,
+        t.episode,
         t.is_confidential,
         t.applied_at,
         false as is_deleted
@@ -122,11 +124,17 @@ tpp as (
         s.snomed_text as term,
         s.numeric_value as value,
         nullif(s.numeric_unit, '') as unit,
+        -- EpisodeType: an SRMapping id in SystmOne extracts (resolved here), or the text itself
+        coalesce(m.mapping, nullif(s.episode_type, '')) as episode,
         false as is_confidential,
         cast('{{ run_started_at }}' as timestamptz) as applied_at,
         false as is_deleted,
         true as is_code_known
     from {{ ref('stg_tpp__srcode') }} as s
+    left join {{ ref('stg_tpp__srmapping') }} as m
+        on m.practice_code = s.practice_code
+       and s.episode_type ~ '^[0-9]+$'
+       and m.row_identifier = cast(s.episode_type as bigint)
     where not s.is_shared_care
       and s.id_patient is not null
       and s.snomed_code ~ '^[0-9]+$'
@@ -136,13 +144,13 @@ tpp as (
 candidates as (
     select
         supplier, practice_code, patient_id, observation_id, effective_date, entered_date,
-        snomed_concept_id, cast(code_id as text) as source_code, term, value, unit, is_confidential,
+        snomed_concept_id, cast(code_id as text) as source_code, term, value, unit, episode, is_confidential,
         applied_at, is_deleted, is_code_known
     from emis
     union all
     select
         supplier, practice_code, patient_id, observation_id, effective_date, entered_date,
-        snomed_concept_id, source_code, term, value, unit, is_confidential,
+        snomed_concept_id, source_code, term, value, unit, episode, is_confidential,
         applied_at, is_deleted, is_code_known
     from tpp
 ),
@@ -170,6 +178,7 @@ select
     j.term,
     j.value,
     j.unit,
+    j.episode,
     j.is_confidential,
     j.applied_at,
     not j.is_kept as is_deleted

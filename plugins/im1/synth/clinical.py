@@ -42,7 +42,17 @@ PREVALENCE = {
     "dep": [(18, 0.005), (200, 0.12)],
 }
 MIN_AGE = {"hyp": 18, "dm": 5, "ast": 3, "copd": 40, "chd": 35, "af": 40, "ckd": 18, "dep": 12}
-RESOLVE_P = {"hyp": 0.04, "dm": 0.01, "ast": 0.12, "copd": 0.02, "dep": 0.25, "ckd": 0.03, "chd": 0.0, "af": 0.0}
+RESOLVE_P = {"hyp": 0.04, "dm": 0.01, "ast": 0.12, "copd": 0.02, "dep": 0.25, "ckd": 0.03, "chd": 0.0, "af": 0.03}
+# blood pressure readings: which codes carry the pair (share of readings)
+BP_KINDS = [("clinic", 0.72), ("oe", 0.15), ("home", 0.09), ("ambulatory", 0.02), ("other", 0.02)]
+BP_PAIRS = {"clinic": ("271649006", "271650006"), "oe": ("163030003", "163031004"),
+            "home": ("413606001", "413605002"), "ambulatory": ("314449000", "314462001")}
+# QOF care codes per patient-year of a hypertensive (hyp) or diabetic (dm) patient: exclusions,
+# personalised care adjustments and invitations (the rule chains' rejections)
+QOF_CARE = {
+    "hyp": [("htmax", 0.010), ("hyppcapu", 0.006), ("hyppcadec", 0.006), ("bpdec", 0.006), ("hypinvite", 0.12)],
+    "dm": [("dmmax", 0.010), ("dmpcapu", 0.006), ("dminvite", 0.15), ("serfruc", 0.004)],
+}
 
 # appointments
 LEAD_DAYS = [(0, 0, 0.35), (1, 1, 0.10), (2, 7, 0.25), (8, 14, 0.15), (15, 21, 0.07), (22, 28, 0.04), (29, 42, 0.04)]
@@ -256,6 +266,10 @@ class _Ids:
 
 def patient_record(world: World, p: Patient, staff: list[Staff] | None = None) -> PatientRecord:
     """All facts of one patient's record, deterministic for (world.seed, patient.key)."""
+    if p.case is not None:
+        from im1.synth import casebook
+
+        return casebook.case_record(world, p, staff if staff is not None else world.staff_of(p.ods_code))
     rng = Rng(f"{world.seed}:{p.key}")
     cat = codes.catalogue()
     ids = _Ids(p.key)
@@ -333,6 +347,20 @@ def patient_record(world: World, p: Patient, staff: list[Staff] | None = None) -
                         d2 = event(again, rng.choice(cat.clusters[cond]), f"dx:{cond}", problem=True,
                                    episode="New")
                         rec.problems.append(Problem(event=d2.id, guid=d2.guid, start=again, entered=d2.entered))
+    # CKD down-staged to stage 1-2 (off the CKD register), sometimes staged 3-5 again later
+    if "ckd" in rec.conditions and rng.random() < 0.06:
+        down = rec.conditions["ckd"] + rng.randint(90, 5 * 365)
+        if down <= active_end:
+            event(down, rng.choice(cat.clusters["ckd12"]), "ckd:downstaged")
+            if rng.random() < 0.3 and down + 200 <= active_end:
+                event(rng.randint(down + 1, active_end), rng.choice(cat.clusters["ckd"]), "dx:ckd", episode="New")
+    # depression is reviewed after the diagnosis: review codes are not new episodes
+    if "dep" in rec.conditions:
+        for _ in range(rng.choice((0, 0, 1, 1, 2, 3))):
+            day = rec.conditions["dep"] + rng.randint(10, 3 * 365)
+            if day <= active_end:
+                event(day, rng.choice(cat.clusters["dep"]), "dep:review", episode=rng.choice(("Review", "Review",
+                                                                                             "Ended")))
     # a few new diagnoses during the timeline
     if end > start and rng.random() < 0.0005 * (end - start) * v * 10:
         cond = rng.choice([c for c in codes.CONDITIONS if c not in rec.conditions] or ["dep"])
@@ -425,17 +453,22 @@ def patient_record(world: World, p: Patient, staff: list[Staff] | None = None) -
         hyp_like = any(c in rec.conditions for c in ("hyp", "dm", "ckd", "chd", "af"))
         n_bp = _poisson(rng, (2.0 if hyp_like else 0.6) * years_adult * v)
         base_sys = rng.gauss(138 if "hyp" in rec.conditions else 126, 10)
+        other_sys = [c for c in cat.clusters["bp_sys"] if c not in cat.clusters["bp_home"]]
+        other_dia = [c for c in cat.clusters["bp_dia"] if c not in cat.clusters["bp_home"]]
         for _ in range(n_bp):
             day = rng.randint(adult_from, active_end)
             for _reading in range(2 if rng.random() < 0.08 else 1):
-                sys_v = int(min(220, max(85, rng.gauss(base_sys, 12))))
+                kind = _pick(rng, BP_KINDS)[0]
+                # home and ambulatory averages run a little lower than clinic readings
+                sys_v = int(min(220, max(85, rng.gauss(base_sys - (6 if kind in ("home", "ambulatory") else 0), 12))))
                 dia_v = int(min(130, max(45, rng.gauss(sys_v * 0.6, 7))))
                 who = clinician(0.6)
-                parent = event(day, codes.BP_PARENT, "bp", clinician=who)
-                event(day, rng.choice(cat.clusters["bp_sys"]) if rng.random() < 0.1 else codes.BP_SYSTOLIC,
-                      "bp_sys", clinician=who, value=float(sys_v), unit="mmHg", parent=parent.id)
-                event(day, rng.choice(cat.clusters["bp_dia"]) if rng.random() < 0.1 else codes.BP_DIASTOLIC,
-                      "bp_dia", clinician=who, value=float(dia_v), unit="mmHg", parent=parent.id)
+                sys_code, dia_code = BP_PAIRS.get(kind) or (rng.choice(other_sys), rng.choice(other_dia))
+                parent = event(day, codes.BP_PARENT, "bp", clinician=who) if kind in ("clinic", "other") else None
+                event(day, sys_code, "bp_sys", clinician=who, value=float(sys_v), unit="mmHg",
+                      parent=parent.id if parent else None)
+                event(day, dia_code, "bp_dia", clinician=who, value=float(dia_v), unit="mmHg",
+                      parent=parent.id if parent else None)
         dm_day = rec.conditions.get("dm")
         n_a1c = _poisson(rng, (2.2 if dm_day else (0.25 if age_now > 40 else 0.02)) * years_adult * v)
         base_a1c = rng.gauss(60, 10) if dm_day else rng.gauss(37, 3)
@@ -445,8 +478,26 @@ def patient_record(world: World, p: Patient, staff: list[Staff] | None = None) -
             event(day, codes.HBA1C if rng.random() < 0.9 else rng.choice(cat.clusters["hba1c"]), "hba1c",
                   value=float(val), unit="mmol/mol", clinician=clinician(0.7))
         if age_now >= 65 and rng.random() < 0.25:
-            code = rng.choices(list(codes.FRAILTY_LEVEL), weights=[55, 33, 12])[0]
-            event(rng.randint(adult_from, active_end), code, f"frailty:{codes.FRAILTY_LEVEL[code]}")
+            for _ in range(1 + (rng.random() < 0.3)):  # sometimes re-assessed later
+                level = rng.choices(codes.FRAILTY_LEVELS, weights=[55, 33, 12])[0]
+                event(rng.randint(adult_from, active_end), rng.choice(cat.clusters[f"frailty:{level}"]),
+                      f"frailty:{level}")
+        # QOF care codes: exclusions, personalised care adjustments, invitations (two, a week or more apart)
+        for cond, care in QOF_CARE.items():
+            if cond not in rec.conditions:
+                continue
+            since = max(adult_from, rec.conditions[cond])
+            years = max(0.0, (active_end - since + 1) / 365.25)
+            for what, rate in care:
+                for _ in range(_poisson(rng, rate * years * v)):
+                    day = rng.randint(since, active_end)
+                    code = rng.choice(cat.clusters[what])
+                    if what == "serfruc":
+                        event(day, code, "qof:" + what, value=float(rng.randint(250, 400)), unit="umol/L")
+                    else:
+                        event(day, code, "qof:" + what)
+                    if what.endswith("invite") and rng.random() < 0.6 and day + 7 <= active_end:
+                        event(rng.randint(day + 7, min(active_end, day + 40)), code, "qof:" + what)
         smoker = rng.random()
         if smoker < 0.40:
             for _ in range(1 + _poisson(rng, years_adult / 3)):

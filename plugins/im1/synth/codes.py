@@ -1,7 +1,7 @@
 """The code catalogue the synthetic supplier draws from.
 
-Clinical clusters (registers, resolutions, BP, HbA1c, smoking, frailty, sensitive, opt-out) come
-from the PCD refset copies in ``dbt_project/seeds/codelists`` (the dbt seeds); everyday background concepts and medicines
+Clinical clusters (registers, resolutions, BP, HbA1c, smoking, frailty, QOF exclusions and
+invitations, sensitive, opt-out) come from the PCD refset copies in ``dbt_project/seeds/codelists`` (the dbt seeds); everyday background concepts and medicines
 come from ``include/synth`` (synthetic-only catalogues). Each concept gets a stable EMIS
 ``CodeId`` and a placeholder TPP CTV3 code, derived from the concept id so every run agrees.
 """
@@ -26,26 +26,44 @@ CLUSTER_FILES = {
     "af": "afib_cod.csv",
     "ckd": "ckd_cod.csv",
     "dep": "depr_cod.csv",
+    "ckd12": "ckd1and2_cod.csv",
     "bp": "bp_cod.csv",
     "bp_sys": "bp_systolic_qof.csv",
     "bp_dia": "bp_diastolic_qof.csv",
+    "bp_home": "bp_home_amb_qof.csv",
     "hba1c": "ifcchbam_cod.csv",
+    "serfruc": "serfruc_cod.csv",
     "lsmok": "lsmok_cod.csv",
     "exsmok": "exsmok_cod.csv",
-    "frailty": "frailty_cod.csv",
+    "frailty:mild": "mildfrail_cod.csv",
+    "frailty:moderate": "modfrail_cod.csv",
+    "frailty:severe": "sevfrail_cod.csv",
+    "htmax": "htmax_cod.csv",
+    "hyppcapu": "hyppcapu_cod.csv",
+    "hyppcadec": "hyppcadec_cod.csv",
+    "bpdec": "bpdec_cod.csv",
+    "hypinvite": "hypinvite_cod.csv",
+    "dmmax": "dmmax_cod.csv",
+    "dmpcapu": "dmpcapu_cod.csv",
+    "dmpcadec": "dmpcadec_cod.csv",
+    "bldtestdec": "bldtestdec_cod.csv",
+    "dminvite": "dminvite_cod.csv",
     "sensitive": "gp_sensitive_exclusion_refsets.csv",
 }
 CONDITIONS = ("dm", "hyp", "ast", "copd", "chd", "af", "ckd", "dep")
 
-# resolved codes (qof_resolved_cod.csv) by the condition named in their term
-_RESOLVED_WORDS = {
-    "dm": "diabetes",
-    "hyp": "hypertension",
-    "ast": "asthma",
-    "copd": "obstructive pulmonary",
-    "dep": "depress",
-    "ckd": "kidney",
+# the resolved-code list of each condition (CHD has none)
+RESOLVED_FILES = {
+    "dm": "dmres_cod.csv",
+    "hyp": "hypres_cod.csv",
+    "ast": "astres_cod.csv",
+    "copd": "copdres_cod.csv",
+    "af": "afibres_cod.csv",
+    "ckd": "ckdres_cod.csv",
+    "dep": "depres_cod.csv",
 }
+# drug (dm+d) lists: the drugs of the catalogue in them are asthma treatment (AST005)
+ASTHMA_DRUGS_FILE = "asttrt_cod.csv"
 
 BP_PARENT = "75367002"  # Blood pressure (in BP_COD)
 BP_SYSTOLIC = "271649006"  # Systolic blood pressure
@@ -53,7 +71,7 @@ BP_DIASTOLIC = "271650006"  # Diastolic blood pressure
 HBA1C = "999791000000106"  # HbA1c level - IFCC standardised
 T1_DISSENT = "827241000000103"
 T1_DISSENT_WITHDRAWN = "827261000000102"
-FRAILTY_LEVEL = {"925791000000100": "mild", "925831000000107": "moderate", "925861000000102": "severe"}
+FRAILTY_LEVELS = ("mild", "moderate", "severe")
 
 
 @dataclass(frozen=True)
@@ -123,6 +141,7 @@ class Catalogue:
     general_weights: list[float] = field(default_factory=list)
     referral: Concept | None = None
     drugs: list[Drug] = field(default_factory=list)
+    asthma_drugs: frozenset = frozenset()  # dm+d ids of the asthma treatment list (ASTTRT_COD)
 
     def concept(self, code: str) -> Concept:
         return self.concepts[code]
@@ -149,12 +168,11 @@ def catalogue() -> Catalogue:
             cat.concepts.setdefault(code, Concept(code, r["term"].strip()))
             codes.append(code)
         cat.clusters[cluster] = codes
-    for r in _read(lists / "qof_resolved_cod.csv"):
-        term = r["term"].lower()
-        for cond, word in _RESOLVED_WORDS.items():
-            if word in term:
-                cat.resolved[cond] = r["code"]
-                cat.concepts.setdefault(r["code"], Concept(r["code"], r["term"]))
+    for cond, fname in RESOLVED_FILES.items():
+        rows = _read(lists / fname)
+        cat.resolved[cond] = rows[0]["code"]
+        for r in rows:
+            cat.concepts.setdefault(r["code"], Concept(r["code"], r["term"]))
     for r in _read(lists / "opt_out_dissent_codes.csv"):
         cat.concepts.setdefault(r["code"], Concept(r["code"], r["term"]))
     for r in _read(paths.include_dir() / "synth" / "general_codes.csv"):
@@ -170,6 +188,7 @@ def catalogue() -> Catalogue:
             cat.general_weights.append(c.weight)
     for code in (BP_PARENT, BP_SYSTOLIC, BP_DIASTOLIC, HBA1C):
         assert code in cat.concepts, f"{code} missing from the code lists"
+    cat.asthma_drugs = frozenset(r["code"] for r in _read(lists / ASTHMA_DRUGS_FILE))
     for r in _read(paths.include_dir() / "synth" / "drugs.csv"):
         cat.drugs.append(
             Drug(r["key"], r["name"], r["dmd_product_code"], r["condition"], r["repeat"] == "1",

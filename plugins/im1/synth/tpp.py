@@ -4,7 +4,7 @@ A batch is a folder named ``yyyyMMdd_HHmm`` in the gateway folder holding ``SR<N
 files in Windows-1252 (every field quoted, CRLF), dates as ``dd MMM yyyy HH:mm:ss``, deletions
 in-row (``RemovedData = 1``, keys only), and ``SRManifest.csv`` with its five columns, written
 last. Rows are keyed on (IDOrganisationVisibleTo, RowIdentifier); coded values such as the
-appointment status are ids resolved through ``SRMapping``.
+appointment status and the episode type are ids resolved through ``SRMapping``.
 
 Shared care: a patient also on a community service's list has rows recorded by that service
 (``IDOrganisation`` and ``IDOrganisationRegisteredAt`` = the service); the practice is not the
@@ -36,6 +36,12 @@ APPOINTMENT_STATUS = {  # SRMapping ids (group 1: appointment status)
     "dna": (1003, "Did Not Attend"),
     "cancelled_patient": (1004, "Cancelled by Patient"),
     "cancelled_practice": (1005, "Cancelled by Unit"),
+}
+EPISODE_TYPE = {  # SRMapping ids (group 2: episode type); SRCode.EpisodeType carries the id
+    "First": (2001, "First"),
+    "New": (2002, "New"),
+    "Review": (2003, "Review"),
+    "Ended": (2004, "Ended"),
 }
 STAFF_PROFILE_OFFSET = 500_000
 
@@ -101,6 +107,14 @@ class TppView:
             DateDeRegistration=tdate(p.dereg_date.toordinal()) if (p.dereg_date and known_left) else "",
             RegistrationStatus=status, IDPatient=p.key, IDOrganisation=ods, IDOrganisationRegisteredAt=ods,
             RemovedData="0")
+        for i, (start, end) in enumerate(p.extra_registrations or ()):
+            # a further GMS registration at the practice (SystmOne sends the history; they can overlap)
+            ended = end is not None and end.toordinal() <= as_of
+            out["SRPatientRegistration"][p.key * 10 + 2 + i] = _row(
+                "SRPatientRegistration", RowIdentifier=p.key * 10 + 2 + i, IDOrganisationVisibleTo=ods,
+                DateEventRecorded=tdate(start.toordinal(), 9 * 3600), DateRegistration=tdate(start.toordinal()),
+                DateDeRegistration=tdate(end.toordinal()) if ended else "", RegistrationStatus="GMS",
+                IDPatient=p.key, IDOrganisation=ods, IDOrganisationRegisteredAt=ods, RemovedData="0")
         if p.community_org:
             out["SRPatientRegistration"][p.key * 10 + 1] = _row(
                 "SRPatientRegistration", RowIdentifier=p.key * 10 + 1, IDOrganisationVisibleTo=ods,
@@ -138,7 +152,8 @@ class TppView:
                 DateEventRecorded=tdate(e.entered, e.entered_time), DateEvent=tdate(e.date, e.entered_time),
                 IDProfileEnteredBy=STAFF_PROFILE_OFFSET + e.clinician, IDDoneBy=e.clinician,
                 IDOrganisationDoneAt=org, CTV3Code=concept.ctv3, CTV3Text=concept.term, SNOMEDCode=concept.code,
-                SNOMEDText=concept.term, IsNumeric=TRUE if value is not None else FALSE, EpisodeType=episode,
+                SNOMEDText=concept.term, IsNumeric=TRUE if value is not None else FALSE,
+                EpisodeType=EPISODE_TYPE[episode][0] if episode in EPISODE_TYPE else (episode or ""),
                 NumericValue=_num(value), NumericUnit=e.unit if value is not None else "",
                 IDEvent=e.consultation or "", IDPatient=p.key, IDOrganisation=org, IDOrganisationRegisteredAt=org,
                 RemovedData="0")
@@ -206,6 +221,8 @@ class TppView:
                                                 "SRMapping")}
         for key, label in APPOINTMENT_STATUS.values():
             out["SRMapping"][key] = _row("SRMapping", RowIdentifier=key, IdMappingGroup=1, Mapping=label)
+        for key, label in EPISODE_TYPE.values():
+            out["SRMapping"][key] = _row("SRMapping", RowIdentifier=key, IdMappingGroup=2, Mapping=label)
         orgs = {w.community_org: "Community Nursing Service (synthetic)"}
         for prac in w.practices:
             if prac.activated:

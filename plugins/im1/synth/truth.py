@@ -2,48 +2,98 @@
 
 Never from the delivered files and never by dbt: this module reads :mod:`im1.synth.clinical`
 facts with the same "as entered by the data date" rule a delivery uses, and applies the NHS
-definitions in ``marts.md`` (simplified where noted). Every mart built by dbt must equal these
-numbers exactly for the same world and data date.
+definitions written down independently of the SQL. Every mart built by dbt must equal these
+numbers exactly for the same world and data date, and every case of the QOF casebook
+(dbt_project/casebook) must come out as the casebook expects (tests/synth/test_casebook_truth.py):
+the truth follows the rule text, not the SQL.
 
 Shared definitions
-- Registered on date S: Regular registration with start <= S and (no end or end > S), alive on S
-  (no death or death > S), not a dummy/test patient. A registration end or death counts once the
-  practice has recorded it (on or before the data date).
+- Registered on date S: Regular (GMS) registration with start <= S and (no end or end > S), alive
+  on S (no death or death > S), not a dummy/test patient. A registration end or death counts once
+  the practice has recorded it (on or before the data date). SystmOne patients can hold more than
+  one GMS registration at the practice (their history is sent): any one active counts, once.
 - Age: completed years on the date. 5-year bands 0-4 ... 90-94, 95+ (PRGP).
-- "In the last 12 months" before R: R minus 12 calendar months < event date <= R.
 - Shared-care rows (recorded by another organisation, TPP) are not the practice's and never count.
-- A diagnosis of a register's condition is any entry coded with a concept of the condition's code
-  list, whatever made the entry: some concepts are in two lists (AST_COD and COPD_COD share three,
-  HYP_COD and CKD_COD share three, e.g. "Hypertension in chronic kidney disease stage 5 ..."), and
-  QOF counts such an entry for both registers. Likewise a resolution is the condition's resolved code.
+- A code belongs to every cluster whose code list holds it (seeds/codelists): some concepts are in
+  two lists (AST_COD and COPD_COD share three, HYP_COD and CKD_COD three), and each register counts
+  such an entry.
+
+QOF (QOF business rules; casebook/sources.yml names each document and version)
+- Reference dates (ACHV_DAT): 31 March of the latest QOF_YEARS QOF years on or before the data
+  date, and every month-end of the current QOF year up to the data date. PPED is the 31 March that
+  ends the reference date's QOF year, QSSD the 1 April that starts it; "in the n months up to
+  PPED" is after PPED - n months and on or before ACHV_DAT (BR46-DM 3.1).
+- Population: registered for GMS on ACHV_DAT; PAT_AGE in full years on it; REG_DAT the latest
+  registration date on or before it.
+- Registers: the latest diagnosis on or before ACHV_DAT (depression: first or new episodes only),
+  not followed by a resolved (CKD: or stage 1-2) code dated strictly after it, aged at least the
+  register's minimum; asthma also needs an ASTTRT_COD issue in the 12 months up to PPED.
+- HYP008/HYP009 and DM020/DM021: the rule chains of BR46-HYP rules 1-9 and BR46-DM rules 1-10.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import functools
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
-from im1.synth import codes
 from im1.synth.clinical import PatientRecord, patient_record
 from im1.synth.world import World
 
 SEX_LABEL = {"M": "male", "F": "female", "I": "indeterminate", "U": "unknown"}
 LIST_SIZE_MONTHS = 12  # list size on the first of this many months before the data date's month, and it
 
-# register rules: minimum age, whether a resolved code can take a patient off, earliest diagnosis date
+QOF_YEARS = 3  # achievement dates kept (dbt var qof_achievement_years)
+
+
+@dataclass(frozen=True)
+class Register:
+    diagnosis: str
+    resolved: str | None = None
+    min_age: int = 0
+    downstage: str | None = None
+    treatment: str | None = None  # a drug cluster issued in the 12 months up to PPED
+    since: dt.date | None = None  # the latest (first or new) diagnosis on or after this date
+    first_or_new: bool = False
+
+
 REGISTERS = {
-    "DM017": ("dm", 17, True, None),
-    "HYP001": ("hyp", 0, True, None),
-    "AST005": ("ast", 6, True, None),
-    "COPD": ("copd", 0, True, None),
-    "CHD001": ("chd", 0, False, None),
-    "AF001": ("af", 0, True, None),
-    "CKD005": ("ckd", 18, True, None),
-    "DEP003": ("dep", 18, True, dt.date(2006, 4, 1)),
+    "DM017": Register("DM_COD", "DMRES_COD", 17),                                   # BR46-DM DM_REG rules 1-2
+    "HYP001": Register("HYP_COD", "HYPRES_COD"),                                    # HYP_REG, no age limit
+    "AST005": Register("AST_COD", "ASTRES_COD", 6, treatment="ASTTRT_COD"),          # asthma rules 1-3
+    "COPD": Register("COPD_COD", "COPDRES_COD"),                                    # COPD015 rules 1-4
+    "CHD001": Register("CHD_COD"),                                                  # no resolved cluster
+    "AF001": Register("AFIB_COD", "AFIBRES_COD"),
+    "CKD005": Register("CKD_COD", "CKDRES_COD", 18, downstage="CKD1AND2_COD"),
+    "DEP003": Register("DEPR_COD", "DEPRES_COD", 18, since=dt.date(2006, 4, 1), first_or_new=True),
 }
+NOT_AN_EPISODE = {"review", "ended", "changed", "evolved", "flare up"}
+
+
+@dataclass(frozen=True)
+class Indicator:
+    register: str
+    ruleset: str
+    min_age: int
+    max_age: int | None
+    frailty: str | None  # None (any), "moderate_or_severe" or "not_moderate_or_severe"
+    target: tuple[float, float | None]
+    home_target: tuple[float, float] | None = None
+
+
+INDICATORS = {
+    "HYP008": Indicator("HYP001", "HYP", 0, 79, None, (140, 90), (135, 85)),
+    "HYP009": Indicator("HYP001", "HYP", 80, None, None, (150, 90), (145, 85)),
+    "DM020": Indicator("DM017", "DM", 0, None, "not_moderate_or_severe", (58, None)),
+    "DM021": Indicator("DM017", "DM", 0, None, "moderate_or_severe", (75, None)),
+}
+# rejection rules in chain order: (rule, reason, cluster) - BR46-HYP rules 3-6, BR46-DM rules 4-7
+HYP_REJECT = ((3, "max_tolerated_treatment", "HTMAX_COD"), (4, "unsuitable", "HYPPCAPU_COD"),
+              (5, "bp_declined", "BPDEC_COD"), (6, "care_declined", "HYPPCADEC_COD"))
+DM_REJECT = ((4, "max_tolerated_treatment", "DMMAX_COD"), (5, "unsuitable", "DMPCAPU_COD"),
+             (6, "blood_test_declined", "BLDTESTDEC_COD"), (7, "care_declined", "DMPCADEC_COD"))
 GPAD_MODE = {
     "Face to Face (Surgery)": "Face-to-Face",
     "Face to Face (Home Visit)": "Home Visit",
@@ -52,15 +102,6 @@ GPAD_MODE = {
     "Written (Including Online)": "Video Conference/Online",
     "Not an Appointment": "Unknown",
 }
-
-
-@functools.cache
-def _register_codes() -> tuple[dict[str, frozenset], dict[str, frozenset]]:
-    """Diagnosis and resolved concepts per condition, from the code lists (not from how facts were made)."""
-    cat = codes.catalogue()
-    dx = {c: frozenset(cat.clusters[c]) for c in codes.CONDITIONS}
-    res = {c: frozenset([cat.resolved[c]]) if c in cat.resolved else frozenset() for c in codes.CONDITIONS}
-    return dx, res
 
 
 def age_on(dob: dt.date, on: dt.date) -> int:
@@ -109,7 +150,7 @@ def snapshot_dates(as_of: dt.date) -> list[dt.date]:
 class _View:
     """A patient's facts as known on the data date."""
 
-    def __init__(self, rec: PatientRecord, as_of: dt.date):
+    def __init__(self, rec: PatientRecord, as_of: dt.date, supplier: str = "emis"):
         self.rec = rec
         self.p = rec.patient
         d = as_of.toordinal()
@@ -118,13 +159,29 @@ class _View:
         self.end = self.p.dereg_date if known_left else None
         self.death = self.p.death_date if known_left else None
         self.visible = self.p.reg_date <= as_of
+        # SystmOne sends the registration history: further GMS registrations at the practice
+        self.extra = list(self.p.extra_registrations or ()) if supplier == "tpp" else []
         self.events = [e for e in rec.events
                        if e.entered <= d and (e.deleted is None or e.deleted > d) and e.org is None]
+        self.issues = [i for i in rec.issues if i.entered <= d and (i.deleted is None or i.deleted > d)]
+
+    def _alive_real(self, s: dt.date) -> bool:
+        p = self.p
+        return self.visible and not p.dummy and p.dob <= s and (self.death is None or self.death > s)
 
     def registered_on(self, s: dt.date) -> bool:
+        return self.registration_date(s) is not None
+
+    def registration_date(self, s: dt.date) -> dt.date | None:
+        """REG_DAT on ``s``: the latest start of a GMS registration active on ``s`` (None: not registered)."""
+        if not self._alive_real(s):
+            return None
         p = self.p
-        return (self.visible and p.reg_type == "Regular" and not p.dummy and p.reg_date <= s and p.dob <= s
-                and (self.end is None or self.end > s) and (self.death is None or self.death > s))
+        starts = []
+        if p.reg_type == "Regular" and p.reg_date <= s and (self.end is None or self.end > s):
+            starts.append(p.reg_date)
+        starts += [start for start, end in self.extra if start <= s and (end is None or end > s)]
+        return max(starts) if starts else None
 
     def value(self, e) -> float | None:
         v = e.value
@@ -132,6 +189,224 @@ class _View:
             if when <= self.d and fld == "value":
                 v = val
         return v
+
+    def episode(self, e) -> str:
+        ep = e.episode
+        for when, fld, val in e.changes or ():
+            if when <= self.d and fld == "episode":
+                ep = val
+        return ep or ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A dated entry of a QOF cluster: a coded observation or a drug issue."""
+
+    day: int
+    clusters: frozenset
+    value: float | None = None
+    episode: str = ""
+    id: int = 0
+
+
+def cluster_entries(v: _View) -> list[Entry]:
+    """The patient's entries with the clusters their codes belong to (from the code lists)."""
+    from im1.synth.casebook import clusters_of_code
+
+    of = clusters_of_code()
+    out = []
+    for e in v.events:
+        cl = of.get(e.code) if e.code is not None else frozenset([e.tag[len("cluster:"):]])
+        if cl:
+            out.append(Entry(e.date, cl, v.value(e), v.episode(e), e.id))
+    for i in v.issues:
+        cl = of.get(i.drug.dmd)
+        if cl:
+            out.append(Entry(i.date, cl, None, "", i.id))
+    return out
+
+
+@dataclass(frozen=True)
+class QofDate:
+    """A QOF reference date (ACHV_DAT) with its QOF year's qualifying dates."""
+
+    achv: dt.date
+    kind: str  # achievement | month_end
+
+    @property
+    def pped(self) -> dt.date:
+        return dt.date(self.achv.year if self.achv.month <= 3 else self.achv.year + 1, 3, 31)
+
+    @property
+    def qssd(self) -> dt.date:
+        return dt.date(self.pped.year - 1, 4, 1)
+
+    @property
+    def qof_year(self) -> str:
+        return f"{self.pped.year - 1}-{str(self.pped.year)[2:]}"
+
+    def after(self, months: int) -> int:
+        """The ordinal of PPED - ``months`` months: "in the n months up to PPED" is after it."""
+        return months_before(self.pped, months).toordinal()
+
+
+def qof_dates(as_of: dt.date, years: int = QOF_YEARS) -> list[QofDate]:
+    """31 March of the latest ``years`` QOF years, and the month-ends of the current QOF year, up to ``as_of``."""
+    latest = as_of.year if as_of >= dt.date(as_of.year, 3, 31) else as_of.year - 1
+    out = [QofDate(dt.date(latest - k, 3, 31), "achievement") for k in range(years)]
+    for k in range(1, 12):
+        first_of_next = dt.date(latest + (3 + k) // 12, (3 + k) % 12 + 1, 1)
+        end = first_of_next - dt.timedelta(days=1)
+        if end <= as_of:
+            out.append(QofDate(end, "month_end"))
+    return sorted(out, key=lambda q: q.achv)
+
+
+def qof_registers(entries: list[Entry], q: QofDate, age: int) -> dict[str, tuple[bool, str]]:
+    """Each register the patient has a diagnosis for on ``q``: (on the register, status)."""
+    out = {}
+    r = q.achv.toordinal()
+    upto = [e for e in entries if e.day <= r]
+    for reg, rule in REGISTERS.items():
+        dx = [e for e in upto if rule.diagnosis in e.clusters]
+        if not dx:
+            continue
+        qualifying = [e.day for e in dx
+                      if not rule.first_or_new or e.episode.strip().lower() not in NOT_AN_EPISODE]
+        if not qualifying:
+            out[reg] = (False, "no_first_or_new_episode")
+            continue
+        latest = max(qualifying)
+
+        def after_latest(cluster: str | None, latest: int = latest) -> bool:
+            return cluster is not None and any(cluster in e.clusters and e.day > latest for e in upto)
+
+        if rule.since is not None and latest < rule.since.toordinal():
+            status = "before_2006"
+        elif rule.treatment and not any(rule.treatment in e.clusters and e.day > q.after(12) for e in upto):
+            status = "no_treatment"
+        elif after_latest(rule.downstage):
+            status = "downstaged"
+        elif after_latest(rule.resolved):
+            status = "resolved"
+        elif age < rule.min_age:
+            status = "under_age"
+        else:
+            status = "on_register"
+        out[reg] = (status == "on_register", status)
+    return out
+
+
+def _in_window(entries: list[Entry], q: QofDate, cluster: str) -> list[Entry]:
+    r, lo = q.achv.toordinal(), q.after(12)
+    return [e for e in entries if cluster in e.clusters and lo < e.day <= r]
+
+
+def _latest_bp(entries: list[Entry], q: QofDate) -> dict | None:
+    """The latest day in the 12 months up to PPED with a systolic and a diastolic value: the lowest
+    of each, per setting (home or ambulatory codes vs the rest)."""
+    days: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    r, lo = q.achv.toordinal(), q.after(12)
+    for e in entries:
+        if not (lo < e.day <= r) or e.value is None:
+            continue
+        home = "HOMEAMBBP" in e.clusters
+        for part in ("BP_SYS", "BP_DIA"):
+            if part in e.clusters:
+                days[e.day][(part, home)].append(e.value)
+    full = [d for d, vals in days.items()
+            if (vals[("BP_SYS", False)] or vals[("BP_SYS", True)]) and (vals[("BP_DIA", False)] or vals[("BP_DIA", True)])]
+    if not full:
+        return None
+    d = max(full)
+    vals = days[d]
+
+    def low(part, home):
+        return min(vals[(part, home)]) if vals[(part, home)] else None
+
+    return {"day": d, "clinic": (low("BP_SYS", False), low("BP_DIA", False)),
+            "home": (low("BP_SYS", True), low("BP_DIA", True)),
+            "any": (min(vals[("BP_SYS", False)] + vals[("BP_SYS", True)]),
+                    min(vals[("BP_DIA", False)] + vals[("BP_DIA", True)]))}
+
+
+def _bp_met(bp: dict, ind: Indicator) -> bool:
+    def ok(pair, target):
+        return pair[0] is not None and pair[1] is not None and pair[0] <= target[0] and pair[1] <= target[1]
+
+    if ok(bp["clinic"], ind.target) or ok(bp["home"], ind.home_target):
+        return True
+    complete = [p for p in (bp["clinic"], bp["home"]) if p[0] is not None and p[1] is not None]
+    return not complete and ok(bp["any"], ind.target)
+
+
+def _invites(entries: list[Entry], q: QofDate, cluster: str) -> tuple[int | None, int | None]:
+    days = sorted(e.day for e in entries if cluster in e.clusters and q.qssd.toordinal() <= e.day <= q.achv.toordinal())
+    if not days:
+        return None, None
+    second = next((d for d in days if d >= days[0] + 7), None)
+    return days[0], second
+
+
+def qof_indicators(entries: list[Entry], q: QofDate, age: int, reg_date: dt.date,
+                   registers: dict[str, tuple[bool, str]]) -> dict[str, tuple[str, str]]:
+    """The indicator of each register the patient is on: (numerator | denominator | excluded, reason)."""
+    out = {}
+    r = q.achv.toordinal()
+    for name, ind in INDICATORS.items():
+        if not registers.get(ind.register, (False,))[0]:
+            continue
+        if age < ind.min_age or (ind.max_age is not None and age > ind.max_age):
+            continue  # rule 1 (HYP): the other age group
+        reg = REGISTERS[ind.register]
+        first_dx = min(e.day for e in entries if reg.diagnosis in e.clusters and e.day <= r)
+        if ind.ruleset == "DM":
+            frail = [e for e in entries if e.day <= r and e.clusters & {"MILDFRAIL_COD", "MODFRAIL_COD", "SEVFRAIL_COD"}]
+            last = max((e.day for e in frail), default=None)
+            mod_sev = last is not None and any(
+                e.day == last and e.clusters & {"MODFRAIL_COD", "SEVFRAIL_COD"} for e in frail)
+            if (ind.frailty == "moderate_or_severe") != mod_sev:
+                continue  # rule 1 (DM): the other frailty group
+            results = _in_window(entries, q, "IFCCHBAM_COD")
+            reading_day = max((e.day for e in results), default=None)
+            values = [e.value for e in results if e.day == reading_day and e.value is not None]
+            met = bool(values) and min(values) <= ind.target[0]
+            rejects = [(reason, bool(_in_window(entries, q, cluster))) for _r, reason, cluster in DM_REJECT]
+            if reading_day is None and _in_window(entries, q, "SERFRUC_COD"):
+                rejects.insert(0, ("fructosamine", True))
+            invite_cluster = "DMINVITE_COD"
+        else:
+            bp = _latest_bp(entries, q)
+            reading_day = bp["day"] if bp else None
+            met = bp is not None and _bp_met(bp, ind)
+            rejects = [(reason, bool(_in_window(entries, q, cluster))) for _r, reason, cluster in HYP_REJECT]
+            invite_cluster = "HYPINVITE_COD"
+        if met:
+            out[name] = ("numerator", "target_met")
+            continue
+        reason = next((why for why, hit in rejects if hit), None)
+        if reason is None:
+            first, second = _invites(entries, q, invite_cluster)
+            if second is not None and (reading_day is None or first > reading_day):
+                reason = "invitations"
+        if reason is None and first_dx > q.after(9):
+            reason = "recent_diagnosis"
+        if reason is None and reg_date.toordinal() > q.after(9):
+            reason = "recent_registration"
+        out[name] = ("excluded", reason) if reason else ("denominator", "target_not_met")
+    return out
+
+
+def qof_patient(v: _View, q: QofDate) -> dict | None:
+    """Everything QOF says of one patient on ``q``: None when not in the population."""
+    reg_date = v.registration_date(q.achv)
+    if reg_date is None:
+        return None
+    age = age_on(v.p.dob, q.achv)
+    entries = cluster_entries(v)
+    registers = qof_registers(entries, q, age)
+    return {"age": age, "registration_date": reg_date, "registers": registers,
+            "indicators": qof_indicators(entries, q, age, reg_date, registers)}
 
 
 def compute(world: World, as_of: dt.date, records=None) -> dict[str, list[dict]]:
@@ -143,19 +418,17 @@ def compute(world: World, as_of: dt.date, records=None) -> dict[str, list[dict]]
     list_counts: Counter = Counter()
     reg_counts: Counter = Counter()
     denoms: Counter = Counter()
-    bp: Counter = Counter()
-    a1c: Counter = Counter()
+    ind_counts: Counter = Counter()
     appts: Counter = Counter()
     rx: Counter = Counter()
     staff = {s.key: s for s in world.staff}
     dates = snapshot_dates(as_of)
-    r = as_of
-    r12 = months_before(r, 12)
-    r9 = months_before(r, 9)
+    qdates = qof_dates(as_of)
+    supplier_of = {p.ods_code: p.supplier for p in world.practices}
     staff_by_ods = {p.ods_code: world.staff_of(p.ods_code) for p in world.practices if p.activated}
     for p in (world.patients if records else world.delivered_patients()):
         rec = records(p) if records else patient_record(world, p, staff_by_ods[p.ods_code])
-        v = _View(rec, as_of)
+        v = _View(rec, as_of, supplier_of[p.ods_code])
         if not v.visible:
             continue
         ods, sex = p.ods_code, SEX_LABEL[p.sex]
@@ -173,103 +446,28 @@ def compute(world: World, as_of: dt.date, records=None) -> dict[str, list[dict]]
             day = dt.date.fromordinal(a.date)
             appts[(ods, day.replace(day=1), status, GPAD_MODE[a.mode], staff[a.clinician].hcp_type,
                    lead_time_band(a.date - a.booked))] += 1
-        for i in rec.issues:
-            if i.entered <= v.d and (i.deleted is None or i.deleted > v.d):
-                rx[(ods, dt.date.fromordinal(i.date).replace(day=1), i.drug.dmd, i.drug.name)] += 1
-        # -- registers and indicators on the reference date R = the data date ----------------
-        if not v.registered_on(r):
-            continue
-        age = age_on(p.dob, r)
-        for reg, (_cond, min_age, _res, _since) in REGISTERS.items():
-            denoms[(ods, reg, "all")] += 1
-            if age >= min_age:
-                denoms[(ods, reg, "age")] += 1
-        on = {reg: _on_register(v, reg, age) for reg in REGISTERS}
-        for reg, flag in on.items():
-            if flag:
-                reg_counts[(ods, reg)] += 1
-        if on["HYP001"]:
-            ind = "HYP008" if age <= 79 else "HYP009"
-            limit = 140 if ind == "HYP008" else 150
-            reading = _latest_bp(v, r12.toordinal(), r.toordinal())
-            met = reading is not None and reading[0] <= limit and reading[1] <= 90
-            bp[(ods, ind, "denominator")] += 1
-            bp[(ods, ind, "numerator")] += met
-        if on["DM017"]:
-            frailty = _latest(v, "frailty:", r.toordinal())
-            moderate_or_severe = frailty is not None and frailty.tag in ("frailty:moderate", "frailty:severe")
-            ind, limit = ("DM021", 75) if moderate_or_severe else ("DM020", 58)
-            value = _latest_value(v, "hba1c", r12.toordinal(), r.toordinal())
-            met = value is not None and value <= limit
-            dm_codes = _register_codes()[0]["dm"]
-            latest_dx = max(e.date for e in v.events if e.code in dm_codes and e.date <= r.toordinal())
-            recent = latest_dx > r9.toordinal() or p.reg_date > r9
-            if met or not recent:  # the target is checked before the 9-month rejections
-                a1c[(ods, ind, "denominator")] += 1
-                a1c[(ods, ind, "numerator")] += met
-    return _tables(world, as_of, list_counts, reg_counts, denoms, bp, a1c, appts, rx)
-
-
-def _latest(v: _View, prefix: str, until: int):
-    best = None
-    for e in v.events:
-        if e.tag.startswith(prefix) and e.date <= until and (best is None or (e.date, e.id) > (best.date, best.id)):
-            best = e
-    return best
-
-
-def _on_register(v: _View, reg: str, age: int) -> bool:
-    cond, min_age, resolvable, since = REGISTERS[reg]
-    if age < min_age:
-        return False
-    r = v.d
-    dx_codes, res_codes = _register_codes()
-    dx = [e.date for e in v.events if e.code in dx_codes[cond] and e.date <= r]
-    if not dx:
-        return False
-    latest = max(dx)
-    if since is not None and latest < since.toordinal():
-        return False
-    if not resolvable:
-        return True
-    res = [e.date for e in v.events if e.code in res_codes[cond] and e.date <= r]
-    return not res or max(res) < latest  # a resolution on the same day counts as resolved
-
-
-def _latest_bp(v: _View, after: int, until: int) -> tuple[float, float] | None:
-    """Lowest systolic and lowest diastolic on the latest day with both, in (after, until]."""
-    sys_by_day: dict[int, list[float]] = defaultdict(list)
-    dia_by_day: dict[int, list[float]] = defaultdict(list)
-    for e in v.events:
-        if after < e.date <= until and e.tag in ("bp_sys", "bp_dia"):
-            val = v.value(e)
-            if val is None:
+        for i in v.issues:
+            rx[(ods, dt.date.fromordinal(i.date).replace(day=1), i.drug.dmd, i.drug.name)] += 1
+        # -- QOF registers and indicators on every QOF reference date --------------------------
+        for q in qdates:
+            got = qof_patient(v, q)
+            if got is None:
                 continue
-            if e.tag == "bp_sys" and 40 <= val <= 300:
-                sys_by_day[e.date].append(val)
-            elif e.tag == "bp_dia" and 20 <= val <= 200:
-                dia_by_day[e.date].append(val)
-    days = set(sys_by_day) & set(dia_by_day)
-    if not days:
-        return None
-    d = max(days)
-    return min(sys_by_day[d]), min(dia_by_day[d])
+            for reg, rule in REGISTERS.items():
+                denoms[(ods, q, reg, "all")] += 1
+                if got["age"] >= rule.min_age:
+                    denoms[(ods, q, reg, "age")] += 1
+            for reg, (on, _why) in got["registers"].items():
+                reg_counts[(ods, q, reg)] += on
+            for ind, (status, _why) in got["indicators"].items():
+                ind_counts[(ods, q, ind, "eligible")] += 1
+                ind_counts[(ods, q, ind, "numerator")] += status == "numerator"
+                ind_counts[(ods, q, ind, "denominator")] += status != "excluded"
+                ind_counts[(ods, q, ind, "pca_count")] += status == "excluded"
+    return _tables(world, as_of, qdates, list_counts, reg_counts, denoms, ind_counts, appts, rx)
 
 
-def _latest_value(v: _View, tag: str, after: int, until: int) -> float | None:
-    """The lowest value on the latest day with a value, in (after, until]."""
-    by_day: dict[int, list[float]] = defaultdict(list)
-    for e in v.events:
-        if e.tag == tag and after < e.date <= until:
-            val = v.value(e)
-            if val is not None and 20 <= val <= 200:
-                by_day[e.date].append(val)
-    if not by_day:
-        return None
-    return min(by_day[max(by_day)])
-
-
-def _tables(world, as_of, list_counts, reg_counts, denoms, bp, a1c, appts, rx) -> dict[str, list[dict]]:
+def _tables(world, as_of, qdates, list_counts, reg_counts, denoms, ind_counts, appts, rx) -> dict[str, list[dict]]:
     practices = [p.ods_code for p in world.practices if p.activated]
     out: dict[str, list[dict]] = {}
     out["list_size"] = [
@@ -277,15 +475,16 @@ def _tables(world, as_of, list_counts, reg_counts, denoms, bp, a1c, appts, rx) -
         for k, n in sorted(list_counts.items())
     ]
     out["qof_registers"] = [
-        {"practice_code": ods, "reference_date": as_of.isoformat(), "register": reg,
-         "register_count": reg_counts[(ods, reg)], "list_size_all_ages": denoms[(ods, reg, "all")],
-         "list_size_age_group": denoms[(ods, reg, "age")]}
-        for ods in practices for reg in REGISTERS
+        {"practice_code": ods, "reference_date": q.achv.isoformat(), "reference_kind": q.kind,
+         "qof_year": q.qof_year, "register": reg, "register_count": reg_counts[(ods, q, reg)],
+         "list_size_all_ages": denoms[(ods, q, reg, "all")], "list_size_age_group": denoms[(ods, q, reg, "age")]}
+        for ods in practices for q in qdates for reg in REGISTERS
     ]
     out["qof_indicators"] = [
-        {"practice_code": ods, "reference_date": as_of.isoformat(), "indicator": ind,
-         "numerator": src[(ods, ind, "numerator")], "denominator": src[(ods, ind, "denominator")]}
-        for ods in practices for ind, src in (("HYP008", bp), ("HYP009", bp), ("DM020", a1c), ("DM021", a1c))
+        {"practice_code": ods, "reference_date": q.achv.isoformat(), "reference_kind": q.kind,
+         "qof_year": q.qof_year, "indicator": ind,
+         **{c: ind_counts[(ods, q, ind, c)] for c in ("eligible", "numerator", "denominator", "pca_count")}}
+        for ods in practices for q in qdates for ind in INDICATORS
     ]
     out["appointments"] = [
         {"practice_code": k[0], "appointment_month": k[1].isoformat(), "gpad_status": k[2], "gpad_mode": k[3],

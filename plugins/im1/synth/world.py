@@ -128,6 +128,10 @@ class Patient:
     dereg_entered: dt.date | None = None
     # shared care (TPP): the patient is also on the list of a community service
     community_org: str | None = None
+    # further GMS registrations at the practice [(start, end or None)]; only SystmOne sends them
+    extra_registrations: list | None = None
+    # a QOF casebook case planted as this patient (its facts come from the case, not the generator)
+    case: str | None = None
 
     def registered_on(self, d: dt.date) -> bool:
         return self.reg_date <= d and (self.dereg_date is None or self.dereg_date > d)
@@ -267,12 +271,15 @@ def build_world(
     volume: float = 1.0,
     inactive_practices: int = 0,
     community_share: float = 0.05,
+    casebook: bool = True,
 ) -> World:
     """Generate a deterministic world; the same arguments always give the same world.
 
     ``inactive_practices`` adds agreement members that are not activated (EMIS sends them in
     Agreements_SharingOrganisation only). ``community_share`` is the share of TPP patients who
     are also on a community service's list (their shared-care rows are not the GP's).
+    ``casebook`` plants every QOF casebook case as a patient of every activated practice
+    (:mod:`im1.synth.casebook`), so each delivery carries them through the real ingest.
     """
     rng = Rng(seed)
     agreement = agreement_guid or rng.guid()[1:-1]
@@ -370,4 +377,11 @@ def build_world(
             if prac.supplier == "tpp" and rng.random() < community_share:
                 p.community_org = world.community_org
             world.patients.append(p)
+        if casebook:
+            from im1.synth import casebook as book
+
+            planted = book.plant(world, prac, first_key=key + 1, first_number=number + 1, used_nhs=used_nhs,
+                                 usual_gp=gps[0].user_in_role_guid if gps else None)
+            world.patients += planted
+            key += len(planted)
     return world
