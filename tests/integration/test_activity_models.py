@@ -24,7 +24,7 @@ import textwrap
 import psycopg
 
 from im1 import reconcile, runtime, specs
-from im1.synth import emis, truth
+from im1.synth import casebook, emis, truth
 from im1.synth.world import World, build_world
 from im1.warehouse import LOADER, MART_READER
 
@@ -32,7 +32,8 @@ FEED = "it_activity"
 ODS = "Z99301"
 TPP_FEED = "it_activity_tpp"
 TPP_ODS = "Z91377"
-SELECT = ["--select", "+pub_appointments", "+pub_prescribing", "+int_medication_authorisations"]
+SELECT = ["--select", "+pub_appointments", "+pub_prescribing", "+int_medication_authorisations", "+mart_qof_registers",
+          "+mart_qof_indicators", "+int_organisations"]
 
 
 def _dbt(command: str = "build", *args: str) -> str:
@@ -144,6 +145,14 @@ def test_activity_marts_match_truth_and_incremental_equals_full_refresh(warehous
         diffs = reconcile.compare_activity(reader, truth.compute(world, world.start), practices=[ODS])
     assert all(d.ok for d in diffs.values()), {k: d.summary() for k, d in diffs.items()}
     assert all(d.rows > 10 for d in diffs.values())
+    # the QOF casebook cases planted in both practices: every expected answer, EMIS and SystmOne
+    # (including a SystmOne patient with two overlapping GMS registrations, counted once)
+    check = casebook.check_warehouse(db, [world, tpp_world])
+    assert check.ok, "\n".join(check.mismatches)
+    assert check.checked["emis"] > 100 and check.checked["tpp"] > 100
+    overlap = next(p for p in tpp_world.patients if p.case == "pop-overlapping-gms")
+    assert db.execute("select count(*) from intermediate.int_qof_population where practice_code = %s "
+                      "and patient_id = %s and reference_date = '2026-03-31'", (TPP_ODS, str(overlap.key))).fetchone()[0] == 1
 
     # 2. changes the incremental models must notice although the rows they keep do not change
     slot, su, uir, drug, issue, record = ("Appointment_Slot", "Appointment_SessionUser", "Admin_UserInRole",
