@@ -60,12 +60,12 @@ test: $(STAMP) $(MANIFEST)
 
 # Not part of `make test`: generates (once, cached under .im1/bench/) and loads millions of rows.
 bench-ingest: $(STAMP)
-	$(BIN)/python -m im1.bench.ingest
+	$(BIN)/python -m im1dev.bench.ingest
 
 # Not part of `make test`: a 35,000-patient practice (cached under .im1/bench/), full refresh vs one-day delta.
 # BENCH_ARGS="--keep-bulk" keeps the database after the bulk's ingest; "--reuse-bulk" starts from it.
 bench-transform: $(STAMP) $(MANIFEST)
-	$(BIN)/python -m im1.bench.transform $(BENCH_ARGS)
+	$(BIN)/python -m im1dev.bench.transform $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

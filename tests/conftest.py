@@ -53,10 +53,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("IM1_FEEDS_FILE", None)
     _SESSION["state"] = state
 
-    from im1 import runtime
     from im1.warehouse import Warehouse
     from im1.warehouse.bootstrap import bootstrap
-    from im1.warehouse.embedded import EmbeddedPostgres
+    from im1dev import runtime
+    from im1dev.embedded import EmbeddedPostgres
 
     url = os.environ.get("IM1_TEST_DATABASE_URL")
     if url:
@@ -153,7 +153,7 @@ def other_pgp_keys():
 
 @pytest.fixture(scope="session")
 def ssh_keys(tmp_path_factory):
-    from im1.transport.sftp_server import generate_ed25519, public_key_line
+    from im1dev.sftp_server import generate_ed25519, public_key_line
 
     d = tmp_path_factory.mktemp("ssh")
     host = generate_ed25519(d / "host")
@@ -171,7 +171,7 @@ def ssh_keys(tmp_path_factory):
 @pytest.fixture()
 def sftp_server(tmp_path, ssh_keys):
     """A real SFTP server on loopback serving ``tmp_path / 'sftp'`` (key auth, fixed host key)."""
-    from im1.transport.sftp_server import SftpServer
+    from im1dev.sftp_server import SftpServer
 
     root = tmp_path / "sftp"
     root.mkdir()

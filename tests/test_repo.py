@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ def test_requirements_is_a_full_pinned_lock():
 
 
 def test_dbt_sources_are_generated_from_the_specs():
-    from im1 import dbtgen
+    from im1dev import dbtgen
 
     assert dbtgen.stale() == [], "run `im1 dbt gen` and commit the result"
 
@@ -41,3 +42,23 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text()
     assert "make demo" in (ROOT / "README.md").read_text()
+
+
+PRODUCT = [*(ROOT / "plugins" / "im1").rglob("*.py"), ROOT / "plugins" / "im1_airflow_plugin.py",
+           *(ROOT / "dags").glob("*.py")]
+_TOOLING_IMPORT = re.compile(r"^\s*(from|import)\s+im1dev\b", re.M)
+
+
+def test_the_product_never_imports_the_tooling():
+    """plugins/im1 (what the Airflow image ships), its Airflow plugin and the DAGs never import the
+    development tooling (im1dev: synthetic supplier, demo, benchmarks, test servers, local runtime)
+    - not in a module, not inside a function, not through another module."""
+    assert [str(p.relative_to(ROOT)) for p in PRODUCT if _TOOLING_IMPORT.search(p.read_text())] == []
+    modules = sorted(".".join(p.relative_to(ROOT / "plugins").with_suffix("").parts).removesuffix(".__init__")
+                     for p in (ROOT / "plugins" / "im1").rglob("*.py"))
+    probe = ("import importlib, sys\n"
+             f"for m in {modules!r}:\n    importlib.import_module(m)\n"
+             "print(sorted(n for n in sys.modules if n == 'im1dev' or n.startswith('im1dev.')))")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip() == "[]", f"importing the product loaded tooling: {res.stdout}"

@@ -9,17 +9,13 @@
 * **GX Data Docs** are written by the ingest DAGs' quality tasks under the GX project in the state
   folder (:func:`im1.ingest.quality.data_docs_index`); the IM1 Airflow plugin serves them.
 
-``make docs`` (``im1 docs``) builds both and serves them on a local port with a plain HTTP server.
+``make docs`` (``im1 docs``, :mod:`im1dev.docs`) builds both and serves them on a local port.
 """
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import shutil
-import tempfile
-import threading
 from pathlib import Path
 
 from im1 import paths
@@ -48,86 +44,3 @@ def publish(target: Path, dest: Path | None = None) -> list[Path]:
         os.replace(tmp, dest / name)
         out.append(dest / name)
     return out
-
-
-def build_dbt_docs(env: dict[str, str]) -> Path:
-    """``dbt docs generate --static`` with the local profile (``env`` from :func:`im1.runtime.local_env`)."""
-    from im1 import runtime
-
-    with tempfile.TemporaryDirectory(prefix="im1-dbt-docs-") as tmp:
-        runtime.run(runtime.dbt_cmd("docs", "generate", "--static", "--target-path", tmp), env, quiet=True,
-                    cwd=paths.dbt_project_dir())
-        publish(Path(tmp))
-    return paths.dbt_docs_dir() / "static_index.html"
-
-
-class _DocsHandler(http.server.SimpleHTTPRequestHandler):
-    """``/dbt/...`` -> the dbt docs folder, ``/gx/...`` -> the GX Data Docs site, ``/`` -> an index page."""
-
-    roots: dict[str, Path] = {}
-
-    def translate_path(self, path: str) -> str:
-        parts = path.split("?", 1)[0].split("#", 1)[0].lstrip("/").split("/", 1)
-        root = self.roots.get(parts[0])
-        if root is None:
-            return str(Path(tempfile.gettempdir()) / "im1-docs-nothing-here")
-        rest = parts[1] if len(parts) > 1 else ""
-        self.directory = str(root)
-        return super().translate_path("/" + rest)
-
-    def do_GET(self):
-        if self.path in ("/", "/index.html"):
-            links = "".join(f'<li><a href="/{k}/">{k}</a></li>' for k in self.roots)
-            body = f"<!doctype html><title>IM1 docs</title><h1>IM1 docs</h1><ul>{links}</ul>".encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        super().do_GET()
-
-    def log_message(self, format, *args):
-        pass
-
-
-def serve(roots: dict[str, Path], host: str = "127.0.0.1", port: int = 8081) -> http.server.ThreadingHTTPServer:
-    """Serve each folder under ``/<name>/`` (returns the started server; ``shutdown()`` stops it)."""
-    handler = type("DocsHandler", (_DocsHandler,), {"roots": dict(roots)})
-    srv = http.server.ThreadingHTTPServer((host, port), functools.partial(handler, directory=str(paths.state_dir())))
-    threading.Thread(target=srv.serve_forever, name="im1-docs", daemon=True).start()
-    return srv
-
-
-def run_docs(*, port: int = 8081, host: str = "127.0.0.1", build: bool = True, serve_forever: bool = True) -> int:
-    """``make docs``: build the dbt docs (and the GX Data Docs, if there are validation results) and serve both."""
-    from im1 import runtime
-    from im1.ingest import quality
-    from im1.warehouse.bootstrap import bootstrap
-
-    if build:
-        with runtime.warehouse_up() as wh:
-            bootstrap(wh)
-            env = runtime.local_env(wh)
-            print(f"dbt docs: generated {build_dbt_docs(env)}", flush=True)
-        gx_index = quality.rebuild_data_docs()
-        print(f"GX Data Docs: {'rebuilt ' + str(gx_index) if gx_index else 'no validation results yet'}", flush=True)
-    roots = {"dbt": paths.dbt_docs_dir()}
-    if quality.data_docs_index().exists():
-        roots["gx"] = quality.data_docs_index().parent
-    srv = serve(roots, host, port)
-    base = f"http://{host}:{srv.server_address[1]}"
-    print(f"\ndbt docs:       {base}/dbt/static_index.html")
-    if "gx" in roots:
-        print(f"GX Data Docs:   {base}/gx/index.html")
-    if not serve_forever:
-        srv.shutdown()
-        return 0
-    print("Ctrl-C to stop.", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        srv.shutdown()
-    return 0

@@ -12,9 +12,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from im1 import paths, runtime
+from im1 import paths
 from im1.warehouse import Warehouse
 from im1.warehouse.bootstrap import bootstrap
+from im1dev import runtime
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from im1 import runtime, specs
+from im1 import specs
+from im1dev import runtime
 from tests.dbt.conftest import run_dbt
 
 ODS = "Z99901"

@@ -10,7 +10,8 @@ import subprocess
 import psycopg
 import pytest
 
-from im1 import paths, runtime
+from im1 import paths
+from im1dev import runtime
 
 SPLIT = "-- @@split@@"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from im1.warehouse.embedded import free_port
+from im1dev.embedded import free_port
 
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379

@@ -17,8 +17,8 @@ import os
 import psycopg
 import pytest
 
-from im1.synth import truth
 from im1.warehouse import MART_READER
+from im1dev.synth import truth
 from tests.distributed.cluster import redis_unavailable_reason, running_cluster
 from tests.ingest.conftest import START, Site, raw_count
 

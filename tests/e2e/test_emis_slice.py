@@ -3,7 +3,7 @@
 A synthetic EMIS practice is encrypted to a session key, served by a real SFTP server on
 loopback, ingested by the feed's DAG with ``dag.test()`` and transformed by the cosmos DAG: the
 bulk, then a daily delta (the incremental models' path). After each day every mart must equal the
-synthetic supplier's ground truth for that data date exactly (im1.reconcile: list size, QOF
+synthetic supplier's ground truth for that data date exactly (im1dev.reconcile: list size, QOF
 registers and indicators, appointments, prescribing), a re-run loads nothing, and BI reads only the
 suppressed published variants.
 The same runs must leave the dbt docs site for the UI and OpenLineage events (the session's
@@ -20,11 +20,11 @@ import pendulum
 import psycopg
 import pytest
 
-from im1 import reconcile
 from im1.crypto import Keyring
-from im1.synth import casebook, supplier, truth
-from im1.synth.world import build_world
 from im1.warehouse import BI_READER, MART_READER
+from im1dev import reconcile
+from im1dev.synth import casebook, supplier, truth
+from im1dev.synth.world import build_world
 
 pytestmark = pytest.mark.e2e
 

@@ -16,10 +16,10 @@ import pytest
 from im1.config import Feed, load_config
 from im1.crypto import KeyPair, Keyring
 from im1.ingest.credentials import PgpKey
-from im1.synth import emis as synth_emis
-from im1.synth.world import World, build_world
 from im1.transport.sftp import SftpSettings
 from im1.warehouse import LOADER
+from im1dev.synth import emis as synth_emis
+from im1dev.synth.world import World, build_world
 
 START = dt.date(2026, 11, 2)
 
@@ -186,7 +186,7 @@ def replace_table(folder: Path, table: str, encrypted: Path) -> Path:
     """Swap one table's file in a published batch for another encrypted file (atomically)."""
     import shutil
 
-    from im1.synth import faults
+    from im1dev.synth import faults
 
     p = faults.table_file(folder, table)
     tmp = p.with_name(p.name + ".uploading")
@@ -201,7 +201,7 @@ BIG_ROWS = 250_000
 @pytest.fixture(scope="session")
 def big_observations(tmp_path_factory, pgp_keys) -> Path:
     """A CareRecord_Observation file of BIG_ROWS rows encrypted to the session key (COPY takes ~1 s)."""
-    from im1.bench import observations
+    from im1dev.bench import observations
 
     d = tmp_path_factory.mktemp("big")
     plain = d / "obs.csv"
@@ -234,7 +234,7 @@ class Gateway:
 
     def publish(self, world: World, day: int = 0, *, rebulk_day: int | None = None) -> Path:
         """Write day ``day``'s batch folder (0 = bulk) into the gateway; returns the folder."""
-        from im1.synth import supplier
+        from im1dev.synth import supplier
 
         return supplier.publish_tpp_day(world, day, self.root, rebulk_day=rebulk_day).files[0].parent
 

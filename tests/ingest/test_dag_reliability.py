@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pendulum
 import pytest
 
-from im1.synth import faults
+from im1dev.synth import faults
 from tests.ingest.conftest import START, batches, events, ingest_dag, raw_count
 
 ODS = "Z91201"

@@ -15,7 +15,7 @@ import pytest
 from im1.crypto import KeyPair, Keyring
 from im1.ingest.emis_pipeline import QuarantineError
 from im1.transport.sftp import HostKeyError, SftpClient
-from im1.transport.sftp_server import generate_ed25519, public_key_line
+from im1dev.sftp_server import generate_ed25519, public_key_line
 from tests.ingest.conftest import batches, raw_count, run_core
 
 ODS = "Z91401"

@@ -93,7 +93,7 @@ def test_multi_org_dag_fans_out_per_practice(site, loader):
 def test_a_bad_per_practice_file_quarantines_the_whole_delivery(site, loader):
     from im1.ingest import status
     from im1.ingest.emis_pipeline import QuarantineError
-    from im1.synth import faults
+    from im1dev.synth import faults
     from tests.ingest.conftest import run_core
 
     world = site.world(ODS, inactive=["Z91004"])

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 from fastapi.testclient import TestClient
 
-from im1.synth import faults
+from im1dev.synth import faults
 from tests.ingest.conftest import run_core
 
 ODS = "Z91301"

@@ -3,7 +3,7 @@ batch quarantined with a specific reason and nothing of it in raw.
 
 Real parts throughout: the SFTP server on loopback (with its fault injection), gpg, PostgreSQL,
 and Airflow's ``dag.test()`` where a DAG is involved. The deliveries are broken with
-``im1.synth.faults``.
+``im1dev.synth.faults``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 from im1 import specs
 from im1.ingest import emis_pipeline
 from im1.ingest.emis_pipeline import QuarantineError
-from im1.synth import faults
+from im1dev.synth import faults
 from tests.ingest.conftest import BIG_ROWS, START, batches, events, raw_count, replace_table, run_core
 
 ODS = "Z91101"
@@ -37,7 +37,7 @@ def _patients(world) -> int:
 
 def _rows_in_batch(world) -> int:
     """Every data row of the published bulk, including the supplier's duplicate SessionUser rows."""
-    from im1.synth import emis as synth_emis
+    from im1dev.synth import emis as synth_emis
 
     snap = synth_emis.snapshot(world, START)
     sessions = len(snap["Appointment_SessionUser"])

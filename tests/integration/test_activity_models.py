@@ -23,10 +23,11 @@ import textwrap
 
 import psycopg
 
-from im1 import reconcile, runtime, specs
-from im1.synth import casebook, emis, truth
-from im1.synth.world import World, build_world
+from im1 import specs
 from im1.warehouse import LOADER, MART_READER
+from im1dev import reconcile, runtime
+from im1dev.synth import casebook, emis, truth
+from im1dev.synth.world import World, build_world
 
 FEED = "it_activity"
 ODS = "Z99301"
@@ -72,8 +73,8 @@ def _load_tpp(tmp_path, monkeypatch, loader_url: str, world: World, day: int) ->
     """A SystmOne batch folder through the TPP ingest functions (discover, fetch, load, quality)."""
     from im1.config import load_config
     from im1.ingest import quality, tpp_pipeline
-    from im1.synth import supplier
     from im1.transport.folder import FolderClient
+    from im1dev.synth import supplier
 
     gateway = tmp_path / "tpp_gateway"
     gateway.mkdir(exist_ok=True)

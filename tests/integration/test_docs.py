@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 
 from im1 import docs, paths
+from im1dev import docs as local_docs
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -21,7 +22,7 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def test_make_docs_builds_the_dbt_docs_and_serves_both_sites(warehouse, tmp_path, capsys):
-    assert docs.run_docs(port=0, build=True, serve_forever=False) == 0
+    assert local_docs.run_docs(port=0, build=True, serve_forever=False) == 0
     out = capsys.readouterr().out
     assert "dbt docs:" in out and "/dbt/static_index.html" in out
     site = paths.dbt_docs_dir()
@@ -32,7 +33,7 @@ def test_make_docs_builds_the_dbt_docs_and_serves_both_sites(warehouse, tmp_path
     gx = tmp_path / "gx_site"
     gx.mkdir()
     (gx / "index.html").write_text("<html>expectations</html>")
-    srv = docs.serve({"dbt": site, "gx": gx}, port=0)
+    srv = local_docs.serve({"dbt": site, "gx": gx}, port=0)
     base = f"http://127.0.0.1:{srv.server_address[1]}"
     try:
         status, body = _get(f"{base}/dbt/static_index.html")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psutil
 import psycopg
 
-from im1.warehouse.embedded import EmbeddedPostgres
+from im1dev.embedded import EmbeddedPostgres
 
 
 def _alive(pid: int) -> bool:

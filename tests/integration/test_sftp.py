@@ -8,7 +8,7 @@ import os
 import pytest
 
 from im1.transport.sftp import HostKeyError, RemoteFile, SftpClient, SftpError
-from im1.transport.sftp_server import public_key_line
+from im1dev.sftp_server import public_key_line
 
 
 def _put(sftp_server, rel: str, data: bytes):
@@ -36,7 +36,7 @@ def test_changed_or_unknown_host_key_is_refused(sftp_server, sftp_settings, ssh_
 
 
 def test_the_server_refuses_unknown_client_keys(sftp_server, sftp_settings, ssh_keys, tmp_path):
-    from im1.transport.sftp_server import generate_ed25519
+    from im1dev.sftp_server import generate_ed25519
 
     generate_ed25519(tmp_path / "stranger")
     with pytest.raises(SftpError):

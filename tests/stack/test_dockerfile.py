@@ -37,7 +37,7 @@ def run_commands() -> list[str]:
 
 def test_base_image_is_python_312_slim_bookworm():
     froms = [a for w, a in instructions() if w == "FROM"]
-    assert froms == ["python:3.12-slim-bookworm"]
+    assert froms == ["python:3.12-slim-bookworm AS platform", "platform AS tools"]
     assert ">=3.11,<3.13" in (ROOT / "pyproject.toml").read_text()  # 3.12 is within the lock's range
 
 
@@ -96,3 +96,22 @@ def test_compose_builds_this_image_for_every_platform_service():
         if name in ("postgres", "warehouse", "redis", "metabase"):
             continue
         assert svc["build"]["dockerfile"] == "Dockerfile", name
+
+
+def test_the_platform_image_ships_the_product_without_the_tooling():
+    """The default (platform) stage drops plugins/im1dev before installing the project; only the
+    tools stage (one-shot jobs, mock supplier) adds it back."""
+    stages: dict[str, list[str]] = {}
+    current = None
+    for word, args in instructions():
+        if word == "FROM":
+            current = args.split()[-1]
+            stages[current] = []
+        elif word == "RUN":
+            stages[current] += [c.strip() for c in re.split(r"&&|;", args) if c.strip()]
+    platform = stages["platform"]
+    drop = platform.index("rm -rf /opt/im1/plugins/im1dev")
+    install = next(i for i, c in enumerate(platform) if re.search(r"\bpip install\b.* -e \.$", c))
+    assert drop < install
+    copies = [a for w, a in instructions() if w == "COPY"]
+    assert copies[-1] == "plugins/im1dev /opt/im1/plugins/im1dev"

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from im1 import stack
+from im1dev import stack
 
 
 class FakeMetabase:

@@ -26,7 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from im1.warehouse.embedded import free_port
+from im1dev.embedded import free_port
 from tests.stack.compose import ROOT, env_example, service_env, service_script
 
 FEED = "emis_z90001"  # the demo feeds of include/feeds.yaml
@@ -105,9 +105,9 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def test_init_then_supplier_then_ingest_as_the_stack_runs_them(stack, warehouse):
-    from im1 import demo
     from im1.config import load_config
-    from im1.synth.world import World
+    from im1dev import demo
+    from im1dev.synth.world import World
 
     init_env = stack["localise"](service_env("airflow-init"))
     out = run(service_script("airflow-init"), init_env)

@@ -1,4 +1,4 @@
-"""The ground truth (im1.synth.truth) agrees with every case of the QOF casebook.
+"""The ground truth (im1dev.synth.truth) agrees with every case of the QOF casebook.
 
 The casebook (dbt_project/casebook/qof_*.yml) is written from the official rule texts; the truth
 is the synthetic supplier's own, independent statement of the rules in Python. Each case is built
@@ -11,8 +11,8 @@ import datetime as dt
 
 import pytest
 
-from im1.synth import casebook, truth
-from im1.synth.world import build_world
+from im1dev.synth import casebook, truth
+from im1dev.synth.world import build_world
 
 START = dt.date(2026, 11, 1)
 BOOK = casebook.load()

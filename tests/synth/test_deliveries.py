@@ -12,9 +12,9 @@ import pytest
 from im1 import emis as emis_names
 from im1 import specs
 from im1.crypto import Keyring
-from im1.synth import emis, supplier, tpp
-from im1.synth.clinical import patient_record
-from im1.synth.world import build_world
+from im1dev.synth import emis, supplier, tpp
+from im1dev.synth.clinical import patient_record
+from im1dev.synth.world import build_world
 
 DAYS = 5
 GUID = re.compile(r"^\{[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\}$")
@@ -286,7 +286,7 @@ def test_volumes_per_patient_are_realistic():
 
 def test_the_sftp_server_serves_the_emis_tree_and_the_tpp_gateway(tmp_path, ssh_keys, tpp_world, emis_world):
     from im1.transport.sftp import SftpClient, SftpSettings
-    from im1.transport.sftp_server import SftpServer
+    from im1dev.sftp_server import SftpServer
 
     supplier.publish_emis_day(emis_world, 0, supplier.emis_feed_dir(tmp_path, emis_world))
     supplier.publish_tpp_day(tpp_world, 0, tmp_path / "tpp")

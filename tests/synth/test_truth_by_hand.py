@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
-from im1.synth import codes, truth
-from im1.synth.clinical import Appointment, Event, Issue, PatientRecord
-from im1.synth.world import Patient, build_world
+from im1dev.synth import codes, truth
+from im1dev.synth.clinical import Appointment, Event, Issue, PatientRecord
+from im1dev.synth.world import Patient, build_world
 
 R = dt.date(2025, 3, 31)
 _ids = itertools.count(1)

@@ -1,6 +1,6 @@
 """Fixtures for the transform tests: a warehouse database of the test's own (so full refreshes and
 "nothing changed" checks see only the test's deliveries), and dbt run against it through the
-project's helpers (``im1.runtime.dbt_cmd`` / ``local_env``, the profile in dbt_project/profiles.yml)."""
+project's helpers (``im1dev.runtime.dbt_cmd`` / ``local_env``, the profile in dbt_project/profiles.yml)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from im1 import runtime
 from im1.warehouse import LOADER, Warehouse
 from im1.warehouse.bootstrap import bootstrap
+from im1dev import runtime
 from tests.ingest.conftest import Site, site  # noqa: F401 - the ingest tests' supplier site fixture
 
 

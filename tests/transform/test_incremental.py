@@ -22,12 +22,13 @@ import time
 
 import pytest
 
-from im1 import dbtgen, specs
+from im1 import specs
 from im1.crypto import Keyring
 from im1.ingest import quality
-from im1.synth import emis as synth_emis
-from im1.synth import supplier
-from im1.synth.world import World, build_world
+from im1dev import dbtgen
+from im1dev.synth import emis as synth_emis
+from im1dev.synth import supplier
+from im1dev.synth.world import World, build_world
 from tests.ingest.conftest import START, guid, run_core
 
 # a few days of deliveries, each ingested and transformed: minutes on a busy two-core machine

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from im1 import runtime
 from im1.airflow import lineage
+from im1dev import runtime
 
 PG = "postgres://db.example:5432"
 

@@ -1,7 +1,7 @@
 """OpenLineage for the IM1 DAGs: delivered file -> archive -> raw table -> dbt staging -> marts.
 
 The OpenLineage provider's listener emits a START and a COMPLETE/FAIL event for every Airflow
-task (the transport is set in :func:`im1.runtime.lineage_env`: a folder of JSON files by default,
+task (the transport is set in :func:`im1dev.runtime.lineage_env`: a folder of JSON files by default,
 the console, or HTTP with ``OPENLINEAGE_URL``). This module adds what the listener cannot know:
 
 * **ingest**: the tasks report what they read and wrote through Airflow's hook-lineage collector,

@@ -8,7 +8,7 @@ file). Adds, under **Browse** in the Airflow UI:
   freshness (``/im1/ops``, JSON at ``/im1/ops.json``);
 * **Data quality (GX)**: the Great Expectations Data Docs (``/im1/gx/``).
 
-The **dbt docs** entry comes from cosmos' plugin (configured in :func:`im1.runtime.docs_env`).
+The **dbt docs** entry comes from cosmos' plugin (configured in :func:`im1dev.runtime.docs_env`).
 The FastAPI app is built only when the API server asks for it, so task processes stay light.
 """
 

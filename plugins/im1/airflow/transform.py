@@ -50,11 +50,11 @@ def pass_pseudonym_key(context=None) -> None:
     Read when the task starts, never at DAG-parse time (so the key is not in the serialized DAG).
     Without the variable nothing is set and the person_key model fails with a clear message.
     """
-    from im1 import runtime
+    from im1.warehouse.pseudonym import PSEUDONYM_KEY_ENV, pgoptions_with_key
 
-    key = os.environ.get(runtime.PSEUDONYM_KEY_ENV, "").strip()
+    key = os.environ.get(PSEUDONYM_KEY_ENV, "").strip()
     if key:
-        os.environ["PGOPTIONS"] = runtime.pgoptions_with_key(key, os.environ.get("PGOPTIONS", ""))
+        os.environ["PGOPTIONS"] = pgoptions_with_key(key, os.environ.get("PGOPTIONS", ""))
 
 
 def build_transform_dag(raw_assets: list) -> DAG:

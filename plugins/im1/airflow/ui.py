@@ -9,7 +9,7 @@
 
 Both need a signed-in Airflow user (the UI's session cookie or a bearer token): Data Docs can show
 sample values of failed checks and the ledger holds file names and error texts. The dbt docs site
-is served by cosmos' own plugin (``/cosmos/im1/...``, configured in :func:`im1.runtime.docs_env`).
+is served by cosmos' own plugin (``/cosmos/im1/...``, configured in :func:`im1dev.runtime.docs_env`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import paramiko
 
-from im1.transport.sftp_server import load_private_key
+from im1.transport.keys import load_private_key
 
 log = logging.getLogger(__name__)
 

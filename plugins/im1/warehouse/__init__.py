@@ -1,8 +1,8 @@
 """The PostgreSQL warehouse: where it is, who connects as which role, and how it is bootstrapped.
 
-With ``IM1_WAREHOUSE_URL`` unset the platform runs its own embedded PostgreSQL (see
-:mod:`im1.warehouse.embedded`); with it set, that server is used and the URL's user must be
-allowed to create schemas and roles (bootstrap). Role passwords for a real server come from
+A deployment names its server with ``IM1_WAREHOUSE_URL``; the URL's user must be allowed to
+create schemas and roles (bootstrap). Local runs without it use an embedded PostgreSQL, which the
+development tooling starts (:mod:`im1dev.runtime`) and passes in as a URL. Role passwords for a real server come from
 ``IM1_LOADER_PASSWORD``, ``IM1_TRANSFORMER_PASSWORD``, ``IM1_BI_READER_PASSWORD`` and
 ``IM1_MART_READER_PASSWORD``.
 """
@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
-
-from im1 import paths
-from im1.warehouse.embedded import EmbeddedPostgres
 
 WAREHOUSE_DB = "im1"
 AIRFLOW_DB = "airflow"
@@ -32,10 +28,6 @@ CONN_LOADER = "im1_warehouse_loader"
 CONN_TRANSFORMER = "im1_warehouse_transformer"
 CONN_BI = "im1_warehouse_bi"
 CONN_MART_READER = "im1_warehouse_mart_reader"
-
-
-def embedded_server(data_dir: Path | None = None, *, durable: bool = True) -> EmbeddedPostgres:
-    return EmbeddedPostgres(data_dir or paths.state_dir() / "pg", durable=durable)
 
 
 @dataclass(frozen=True)
@@ -78,10 +70,17 @@ class Warehouse:
         return f"postgres://{quote(role)}:{quote(pw, safe='')}@{self.host}:{self.port}/{self.database}"
 
 
-def from_env(server: EmbeddedPostgres | None = None) -> Warehouse:
-    """The configured warehouse: ``IM1_WAREHOUSE_URL`` or the embedded server (which must be initialised)."""
+class WarehouseNotConfigured(RuntimeError):
+    """No warehouse is named (``IM1_WAREHOUSE_URL`` unset and no local server given)."""
+
+
+def from_env(embedded_url: str | None = None) -> Warehouse:
+    """The configured warehouse: ``IM1_WAREHOUSE_URL``, else the local embedded server's admin URL
+    (``embedded_url``, passed by the development tooling that started it)."""
     url = os.environ.get("IM1_WAREHOUSE_URL")
     if url:
         return Warehouse(admin_url=url.replace("postgresql+psycopg2://", "postgresql://"), embedded=False)
-    srv = server or embedded_server()
-    return Warehouse(admin_url=srv.url(WAREHOUSE_DB), embedded=True)
+    if embedded_url:
+        return Warehouse(admin_url=embedded_url, embedded=True)
+    raise WarehouseNotConfigured("IM1_WAREHOUSE_URL is not set: name the warehouse server "
+                                 "(e.g. postgresql://admin@host:5432/im1), or run locally through `im1 run`")

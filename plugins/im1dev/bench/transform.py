@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from im1 import paths, specs
-from im1.bench.ingest import PASSPHRASE, bench_dir, keypair, say
+from im1dev.bench.ingest import PASSPHRASE, bench_dir, keypair, say
 
 PATIENTS = 35_000
 YEARS = 20.0
@@ -59,7 +59,7 @@ def cache_dir(patients: int) -> Path:
 
 
 def world(patients: int):
-    from im1.synth.world import build_world
+    from im1dev.synth.world import build_world
 
     return build_world(seed=SEED, patients_per_practice=patients, ods_codes=[ODS], org_guids={ODS: ORG_GUID},
                        agreement_guid=AGREEMENT, start=START, days=DAYS, years=YEARS, volume=VOLUME)
@@ -73,7 +73,7 @@ def site_root(patients: int) -> Path:
 def deliveries(patients: int, key: dict, workers: int) -> dict[int, dict[str, int]]:
     """Generate (once) the encrypted bulk and the delta day; returns rows per table per day."""
     from im1.crypto import Keyring
-    from im1.synth import supplier
+    from im1dev.synth import supplier
 
     root = cache_dir(patients)
     root.mkdir(parents=True, exist_ok=True)
@@ -222,7 +222,7 @@ def ingest(bwh, site: LocalSite, key: dict, *, until: dt.datetime | None) -> dic
 
 # -- dbt ----------------------------------------------------------------------------------------
 def dbt_build(bwh, full_refresh: bool, out: Path) -> dict:
-    from im1 import runtime
+    from im1dev import runtime
 
     env = runtime.local_env(bwh)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,7 +297,7 @@ def report_build(label: str, b: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m im1.bench.transform", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m im1dev.bench.transform", description=__doc__.split("\n\n")[0])
     ap.add_argument("--patients", type=int, default=PATIENTS)
     ap.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                     help="processes generating the deliveries (first run only)")
@@ -308,8 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="start from the kept copy instead of ingesting the bulk again (developing the dbt models)")
     a = ap.parse_args(argv)
 
-    from im1.runtime import warehouse_up
-    from im1.synth.world import World
+    from im1dev.runtime import warehouse_up
+    from im1dev.synth.world import World
 
     key = keypair()
     rows = deliveries(a.patients, key, a.workers)

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from im1 import specs
-from im1.synth import codes
-from im1.synth.clinical import PatientRecord, patient_record, session_window, works
-from im1.synth.world import World
+from im1dev.synth import codes
+from im1dev.synth.clinical import PatientRecord, patient_record, session_window, works
+from im1dev.synth.world import World
 
 ENCODING = "cp1252"
 TRUE, FALSE = "true", "false"

@@ -1,6 +1,6 @@
 """Reconcile the marts with the synthetic supplier's ground truth, exactly.
 
-Each truth table (:func:`im1.synth.truth.compute`) maps to one mart whose columns carry the same
+Each truth table (:func:`im1dev.synth.truth.compute`) maps to one mart whose columns carry the same
 names. :func:`compare` reads the mart, keeps the practices the truth covers, and compares row
 sets on the mart's grain: rows the truth has and the mart lacks (*missing*), rows only the mart
 has (*extra*), and rows on both sides whose values differ (*different*). Columns the mart derives

@@ -22,6 +22,8 @@ import paramiko
 from paramiko import SFTPAttributes, SFTPHandle, SFTPServer, SFTPServerInterface
 from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_PERMISSION_DENIED
 
+from im1.transport.keys import load_private_key
+
 log = logging.getLogger(__name__)
 
 
@@ -49,22 +51,6 @@ class Faults:
                 del self.drop_after_bytes[name]
                 return True
         return False
-
-
-def load_private_key(path_or_text: str | Path, passphrase: str | None = None) -> paramiko.PKey:
-    """Load an OpenSSH/PEM private key (Ed25519, ECDSA or RSA) from a path or from its text."""
-    import io
-
-    text = str(path_or_text)
-    if "PRIVATE KEY" not in text:
-        text = Path(text).read_text()
-    last: Exception | None = None
-    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-        try:
-            return cls.from_private_key(io.StringIO(text), password=passphrase)
-        except (paramiko.SSHException, ValueError) as err:
-            last = err
-    raise ValueError(f"not a supported SSH private key: {last}")
 
 
 def load_public_key(path_or_text: str | Path) -> paramiko.PKey:

@@ -11,9 +11,9 @@ import os
 import signal
 import subprocess
 
-from im1 import demo, runtime
 from im1.config import load_config
 from im1.warehouse.bootstrap import bootstrap, ensure_database
+from im1dev import demo, runtime
 
 
 def run_local_airflow(port: int = 8080) -> int:

@@ -13,7 +13,7 @@ The casebook is the single statement of what the rules mean, used three ways:
 - :func:`plant` adds every case as a real patient to every practice of a synthetic world, so the
   EMIS and SystmOne deliveries, the demo and the end-to-end tests carry each case through the real
   ingest, and :func:`check_marts` compares the warehouse's decisions with the expectations;
-- ``tests/synth/test_casebook_truth.py`` runs every case through :mod:`im1.synth.truth` (the
+- ``tests/synth/test_casebook_truth.py`` runs every case through :mod:`im1dev.synth.truth` (the
   ground truth must agree with the rule text, not with the SQL).
 """
 
@@ -526,7 +526,7 @@ def achievement_shift(world_start: dt.date, case: Case) -> int:
 
 
 def patient_guid(world_seed: int, ods: str, case_id: str) -> str:
-    from im1.synth.world import guid_from_bits
+    from im1dev.synth.world import guid_from_bits
 
     h = hashlib.blake2b(f"{world_seed}:casebook:{ods}:{case_id}".encode(), digest_size=16).digest()
     return guid_from_bits(int.from_bytes(h, "big"))
@@ -536,7 +536,7 @@ def plant(world, practice, *, first_key: int, first_number: int, used_nhs: set[s
     """One patient per casebook case for ``practice`` (the cases of its supplier whose entries all
     have codes), each moved by whole years so its reference date is on or before the bulk's data
     date. Identities are derived from the world seed, the practice and the case id."""
-    from im1.synth.world import Rng
+    from im1dev.synth.world import Rng
 
     rng = Rng(f"{world.seed}:casebook:{practice.ods_code}")
     out = []
@@ -557,7 +557,7 @@ def plant(world, practice, *, first_key: int, first_number: int, used_nhs: set[s
 
 def case_patient(world, practice, case: Case, *, key: int, number: int, nhs_number: str, usual_gp: str | None):
     """The patient of ``case`` at ``practice``: EMIS holds only the latest registration, SystmOne all."""
-    from im1.synth.world import Patient
+    from im1dev.synth.world import Patient
 
     regs = sorted(case.registrations, key=lambda r: r.start)
     main = regs[-1] if practice.supplier == "emis" else regs[0]
@@ -583,9 +583,9 @@ def planted_case(world, patient) -> Case:
 
 def case_record(world, patient, staff):
     """The facts of a planted patient: the case's entries as coded observations and drug issues."""
-    from im1.synth import codes
-    from im1.synth.clinical import Authorisation, Event, HistoryRow, Issue, PatientRecord
-    from im1.synth.world import guid_from_bits
+    from im1dev.synth import codes
+    from im1dev.synth.clinical import Authorisation, Event, HistoryRow, Issue, PatientRecord
+    from im1dev.synth.world import guid_from_bits
 
     case = planted_case(world, patient)
     cat = codes.catalogue()

@@ -3,7 +3,7 @@
 A :class:`World` is generated from a seed: practices (each supplied by EMIS or TPP), staff with
 their roles, and patients with registrations, transfers in and out, deaths and temporary
 registrations over a timeline. Each patient's clinical record is generated on demand and
-deterministically from the seed (:mod:`im1.synth.clinical`), so a 35,000-patient practice never
+deterministically from the seed (:mod:`im1dev.synth.clinical`), so a 35,000-patient practice never
 has to sit in memory. Deliveries (EMIS, TPP) are *views* of the world on a date; the ground
 truth is computed from the world's facts, never from the files.
 
@@ -279,7 +279,7 @@ def build_world(
     Agreements_SharingOrganisation only). ``community_share`` is the share of TPP patients who
     are also on a community service's list (their shared-care rows are not the GP's).
     ``casebook`` plants every QOF casebook case as a patient of every activated practice
-    (:mod:`im1.synth.casebook`), so each delivery carries them through the real ingest.
+    (:mod:`im1dev.synth.casebook`), so each delivery carries them through the real ingest.
     """
     rng = Rng(seed)
     agreement = agreement_guid or rng.guid()[1:-1]
@@ -378,7 +378,7 @@ def build_world(
                 p.community_org = world.community_org
             world.patients.append(p)
         if casebook:
-            from im1.synth import casebook as book
+            from im1dev.synth import casebook as book
 
             planted = book.plant(world, prac, first_key=key + 1, first_number=number + 1, used_nhs=used_nhs,
                                  usual_gp=gps[0].user_in_role_guid if gps else None)

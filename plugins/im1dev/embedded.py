@@ -251,7 +251,7 @@ class EmbeddedPostgres:
         if not self.durable:
             settings.update({"fsync": "off", "full_page_writes": "off"})
         conf = self.data_dir / "postgresql.auto.conf"
-        lines = ["# managed by im1.warehouse.embedded"] + [f"{k} = {v}" for k, v in settings.items()]
+        lines = ["# managed by im1dev.embedded"] + [f"{k} = {v}" for k, v in settings.items()]
         # postgresql.auto.conf belongs to the server user; write it through a temp file as that user
         conf.write_text("\n".join(lines) + "\n")
         if self._user is not None:

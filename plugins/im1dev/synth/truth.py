@@ -1,6 +1,6 @@
 """Ground truth for the marts, computed straight from the simulated world's facts.
 
-Never from the delivered files and never by dbt: this module reads :mod:`im1.synth.clinical`
+Never from the delivered files and never by dbt: this module reads :mod:`im1dev.synth.clinical`
 facts with the same "as entered by the data date" rule a delivery uses, and applies the NHS
 definitions written down independently of the SQL. Every mart built by dbt must equal these
 numbers exactly for the same world and data date, and every case of the QOF casebook
@@ -39,8 +39,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from im1.synth.clinical import PatientRecord, patient_record
-from im1.synth.world import World
+from im1dev.synth.clinical import PatientRecord, patient_record
+from im1dev.synth.world import World
 
 SEX_LABEL = {"M": "male", "F": "female", "I": "indeterminate", "U": "unknown"}
 LIST_SIZE_MONTHS = 12  # list size on the first of this many months before the data date's month, and it
@@ -211,7 +211,7 @@ class Entry:
 
 def cluster_entries(v: _View) -> list[Entry]:
     """The patient's entries with the clusters their codes belong to (from the code lists)."""
-    from im1.synth.casebook import clusters_of_code
+    from im1dev.synth.casebook import clusters_of_code
 
     of = clusters_of_code()
     out = []

@@ -36,10 +36,11 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import sql
 
-from im1 import demo, paths
+from im1 import paths
 from im1.config import load_config
 from im1.warehouse import BI_READER, from_env
 from im1.warehouse.bootstrap import bootstrap
+from im1dev import demo
 
 log = logging.getLogger(__name__)
 

@@ -31,14 +31,15 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from im1 import paths, reconcile, runtime
+from im1 import paths
 from im1.config import Feed, FeedConfig, load_config
 from im1.crypto import Keyring
-from im1.synth import casebook, supplier, tpp, truth
-from im1.synth.world import World, build_world
-from im1.transport.sftp_server import generate_ed25519, load_private_key, public_key_line
 from im1.warehouse import BI_READER, MART_READER, Warehouse
 from im1.warehouse.bootstrap import bootstrap, ensure_database
+from im1dev import reconcile, runtime
+from im1dev.sftp_server import generate_ed25519, load_private_key, public_key_line
+from im1dev.synth import casebook, supplier, tpp, truth
+from im1dev.synth.world import World, build_world
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 DEMO_START = dt.date(2026, 11, 1)  # data date of the bulk; each extract is stamped the next morning

@@ -1,6 +1,6 @@
 """Break an already-published synthetic EMIS batch in the ways real deliveries break.
 
-Every helper works on a batch folder as :func:`im1.synth.emis.write_batch` leaves it (one
+Every helper works on a batch folder as :func:`im1dev.synth.emis.write_batch` leaves it (one
 ``*.csv.gpg`` per table under ``{feed folder}/{yyyyMMdd}/``), changes it in place, and returns a
 :class:`Fault` saying exactly what it changed. Helpers that must change the plaintext (an extra
 column, a malformed row) decrypt with the consumer's key and re-encrypt to the same recipient,
@@ -165,7 +165,7 @@ def duplicate_delivery(folder: Path, *, into: str | None = None) -> Fault:
 def publish_v80(world, feed_dir: Path, *, on: dt.date, extract_ts: dt.datetime, batch_number: int,
                 keyring: Keyring, recipient: str, export_type: str = "bulk") -> Fault:
     """Publish a whole batch in spec v8.0 (``write_batch(version="8.0")``): no 8.2-only columns."""
-    from im1.synth import emis as synth_emis
+    from im1dev.synth import emis as synth_emis
 
     files = synth_emis.write_batch(world, synth_emis.snapshot(world, on), feed_dir, extract_ts=extract_ts,
                                    batch_number=batch_number, export_type=export_type, keyring=keyring,

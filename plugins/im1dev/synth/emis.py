@@ -23,9 +23,9 @@ from pathlib import Path
 
 from im1 import emis, specs
 from im1.crypto import Keyring
-from im1.synth import clinical, codes
-from im1.synth.clinical import PatientRecord, patient_record, session_window, works
-from im1.synth.world import Patient, World, guid_from_bits
+from im1dev.synth import clinical, codes
+from im1dev.synth.clinical import PatientRecord, patient_record, session_window, works
+from im1dev.synth.world import Patient, World, guid_from_bits
 
 TRUE, FALSE = "true", "false"
 TABLES = sorted(specs.emis_tables())
@@ -459,7 +459,7 @@ def delta(world: World, day: dt.date, patients: Iterable[Patient] | None = None,
     """The rows EMIS sends for data date ``day``: per-table differences from the previous day.
 
     ``patients`` (default: every delivered patient) and ``practice_level`` let a large world's
-    delta be computed in slices (see :func:`im1.synth.supplier.emis_delta`); the slices, in
+    delta be computed in slices (see :func:`im1dev.synth.supplier.emis_delta`); the slices, in
     patient order after the practice-level tables, concatenate to the whole delta.
     """
     view = EmisView(world)

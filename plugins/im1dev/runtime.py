@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets as _secrets
 import subprocess
 import sys
@@ -28,11 +27,17 @@ from im1.warehouse import (
     LOADER,
     MART_READER,
     TRANSFORMER,
+    WAREHOUSE_DB,
     Warehouse,
-    embedded_server,
     from_env,
 )
-from im1.warehouse.embedded import EmbeddedPostgres
+from im1.warehouse.pseudonym import PSEUDONYM_KEY_ENV, PSEUDONYM_SETTING, pgoptions_with_key  # noqa: F401 - re-exported
+from im1dev.embedded import EmbeddedPostgres
+
+
+def embedded_server(data_dir: Path | None = None, *, durable: bool = True) -> EmbeddedPostgres:
+    """The local embedded PostgreSQL (in the state folder) that stands in for a warehouse server."""
+    return EmbeddedPostgres(data_dir or paths.state_dir() / "pg", durable=durable)
 
 
 def venv_bin() -> Path:
@@ -41,10 +46,6 @@ def venv_bin() -> Path:
 
 def connections_file() -> Path:
     return paths.state_dir() / "secrets" / "connections.json"
-
-
-PSEUDONYM_KEY_ENV = "IM1_PSEUDONYM_KEY"
-PSEUDONYM_SETTING = "im1.pseudonym_key"  # the PostgreSQL session setting dbt's person_key macro reads
 
 
 def pseudonym_key_file() -> Path:
@@ -75,17 +76,6 @@ def pseudonym_key() -> str:
         finally:
             tmp.unlink()
     return path.read_text().strip()
-
-
-def pgoptions_with_key(key: str, existing: str = "") -> str:
-    """``PGOPTIONS`` that hands the key to every new PostgreSQL session as ``im1.pseudonym_key``.
-
-    dbt's SQL reads it with ``current_setting`` so the secret never appears in SQL text (compiled
-    SQL, manifest, logs, the docs site). libpq option values escape spaces and backslashes.
-    """
-    kept = re.sub(r"\s*-c\s*" + re.escape(PSEUDONYM_SETTING) + r"=(\\.|\S)*", "", existing or "").strip()
-    value = key.replace("\\", "\\\\").replace(" ", "\\ ")
-    return f"{kept} -c {PSEUDONYM_SETTING}={value}".strip()
 
 
 def airflow_metadata_url(wh: Warehouse) -> str:
@@ -193,6 +183,13 @@ def lineage_env(env: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def configured_warehouse() -> Warehouse:
+    """The warehouse as configured: IM1_WAREHOUSE_URL, else the embedded server (not started here)."""
+    if os.environ.get("IM1_WAREHOUSE_URL"):
+        return from_env()
+    return from_env(embedded_server().url(WAREHOUSE_DB))
+
+
 @contextlib.contextmanager
 def warehouse_up(server: EmbeddedPostgres | None = None) -> Iterator[Warehouse]:
     """The configured warehouse, with the embedded server running for the block if that is the one used."""
@@ -201,7 +198,7 @@ def warehouse_up(server: EmbeddedPostgres | None = None) -> Iterator[Warehouse]:
         return
     srv = server or embedded_server()
     with srv.running():
-        yield from_env(srv)
+        yield from_env(srv.url(WAREHOUSE_DB))
 
 
 def run(cmd: list[str], env: dict[str, str], *, check: bool = True, quiet: bool = False,

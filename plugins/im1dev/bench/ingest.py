@@ -70,9 +70,9 @@ def keypair() -> dict:
 
 def batch_files(rows: int, key: dict) -> dict:
     """A complete batch: the big Observation file plus header-only files for the other 20 tables."""
-    from im1.bench import observations
     from im1.crypto import Keyring
-    from im1.synth.emis import write_csv
+    from im1dev.bench import observations
+    from im1dev.synth.emis import write_csv
 
     folder = bench_dir() / f"batch_{rows}"
     folder.mkdir(exist_ok=True)
@@ -167,7 +167,7 @@ def run_raw_pipeline(bwh, key: dict, obs_file: Path, rows: int) -> float:
 
     from im1.crypto import Keyring
     from im1.warehouse import LOADER
-    from im1.warehouse.embedded import postgres_bin_dir
+    from im1dev.embedded import postgres_bin_dir
 
     cols = specs.emis_table("CareRecord_Observation").column_names()
     raw_cols = [specs.raw_column_name(c) for c in cols]
@@ -254,7 +254,7 @@ def run_platform(bwh, key: dict, batch: dict, rows: int, extract: str = "organis
     fetched = register(conninfo, feed, batch, rows)
     args = {"extract": extract, "secret": key["secret"], "fetched": fetched, "conninfo": conninfo}
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "im1.bench.ingest", "--child", json.dumps(args)],
+    res = subprocess.run([sys.executable, "-m", "im1dev.bench.ingest", "--child", json.dumps(args)],
                          capture_output=True, text=True, env=dict(os.environ))
     wall = time.monotonic() - t0
     line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT")), None)
@@ -272,7 +272,7 @@ def run_platform(bwh, key: dict, batch: dict, rows: int, extract: str = "organis
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m im1.bench.ingest", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m im1dev.bench.ingest", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=ROWS)
     ap.add_argument("--rows-big", type=int, default=ROWS_BIG, help="second size, for peak memory (b)")
     ap.add_argument("--no-multi", action="store_true", help="skip (c), the multi-organisation path")
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.child:
         child(json.loads(a.child))
         return 0
-    from im1.runtime import warehouse_up
+    from im1dev.runtime import warehouse_up
 
     key = keypair()
     small = batch_files(a.rows, key)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from im1 import emis as emis_names
 from im1.crypto import Keyring
-from im1.synth import emis, tpp, truth
-from im1.synth.clinical import patient_record
-from im1.synth.world import World
+from im1dev.synth import emis, tpp, truth
+from im1dev.synth.clinical import patient_record
+from im1dev.synth.world import World
 
 EMIS_ROOT = Path("emis") / "IM1" / "sftp"
 
@@ -51,7 +51,7 @@ def _delta_part(args: tuple) -> dict[str, list[tuple]]:
 
 
 def emis_delta(world: World, data_date: dt.date, *, workers: int = 1) -> dict[str, list[tuple]]:
-    """:func:`im1.synth.emis.delta`, the patients split over ``workers`` processes (same rows, same order).
+    """:func:`im1dev.synth.emis.delta`, the patients split over ``workers`` processes (same rows, same order).
 
     A delta is small but computing it renders every patient twice, so a 35,000-patient practice
     takes minutes in one process.

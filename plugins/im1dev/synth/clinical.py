@@ -20,8 +20,8 @@ import bisect
 import math
 from dataclasses import dataclass, field
 
-from im1.synth import codes
-from im1.synth.world import Patient, Rng, Staff, World, guid_from_bits
+from im1dev.synth import codes
+from im1dev.synth.world import Patient, Rng, Staff, World, guid_from_bits
 
 # -- rates (per patient-year at volume 1.0) ---------------------------------------------------
 CONSULTATIONS_PER_YEAR = 6.75
@@ -267,7 +267,7 @@ class _Ids:
 def patient_record(world: World, p: Patient, staff: list[Staff] | None = None) -> PatientRecord:
     """All facts of one patient's record, deterministic for (world.seed, patient.key)."""
     if p.case is not None:
-        from im1.synth import casebook
+        from im1dev.synth import casebook
 
         return casebook.case_record(world, p, staff if staff is not None else world.staff_of(p.ods_code))
     rng = Rng(f"{world.seed}:{p.key}")
