@@ -21,5 +21,5 @@
     is first, new or not recorded; review, ended, changed, evolved and flare-up codes are not
     episodes (the episode types as EMIS Web and SystmOne record them). -#}
 {% macro im1_is_first_or_new_episode(episode) -%}
-    (lower(coalesce({{ episode }}, '')) not in ('review', 'ended', 'changed', 'evolved', 'flare up'))
+    (lower(trim(coalesce({{ episode }}, ''))) not in ('review', 'ended', 'changed', 'evolved', 'flare up'))
 {%- endmacro %}

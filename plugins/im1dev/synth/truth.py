@@ -27,7 +27,7 @@ QOF (QOF business rules; casebook/sources.yml names each document and version)
   registration date on or before it.
 - Registers: the latest diagnosis on or before ACHV_DAT (depression: first or new episodes only),
   not followed by a resolved (CKD: or stage 1-2) code dated strictly after it, aged at least the
-  register's minimum; asthma also needs an ASTTRT_COD issue in the 12 months up to PPED.
+  register's minimum; asthma also needs an ASTTRT_COD issue in the 12 months up to the date.
 - HYP008/HYP009 and DM020/DM021: the rule chains of BR46-HYP rules 1-9 and BR46-DM rules 1-10.
 """
 
@@ -283,7 +283,8 @@ def qof_registers(entries: list[Entry], q: QofDate, age: int) -> dict[str, tuple
 
         if rule.since is not None and latest < rule.since.toordinal():
             status = "before_2006"
-        elif rule.treatment and not any(rule.treatment in e.clusters and e.day > q.after(12) for e in upto):
+        elif rule.treatment and not any(rule.treatment in e.clusters and e.day > months_before(q.achv, 12).toordinal()
+                                        for e in upto):
             status = "no_treatment"
         elif after_latest(rule.downstage):
             status = "downstaged"
@@ -371,6 +372,7 @@ def qof_indicators(entries: list[Entry], q: QofDate, age: int, reg_date: dt.date
             reading_day = max((e.day for e in results), default=None)
             values = [e.value for e in results if e.day == reading_day and e.value is not None]
             met = bool(values) and min(values) <= ind.target[0]
+            reading_value_known = bool(values)
             rejects = [(reason, bool(_in_window(entries, q, cluster))) for _r, reason, cluster in DM_REJECT]
             if reading_day is None and _in_window(entries, q, "SERFRUC_COD"):
                 rejects.insert(0, ("fructosamine", True))
@@ -379,6 +381,7 @@ def qof_indicators(entries: list[Entry], q: QofDate, age: int, reg_date: dt.date
             bp = _latest_bp(entries, q)
             reading_day = bp["day"] if bp else None
             met = bp is not None and _bp_met(bp, ind)
+            reading_value_known = bp is not None
             rejects = [(reason, bool(_in_window(entries, q, cluster))) for _r, reason, cluster in HYP_REJECT]
             invite_cluster = "HYPINVITE_COD"
         if met:
@@ -387,7 +390,9 @@ def qof_indicators(entries: list[Entry], q: QofDate, age: int, reg_date: dt.date
         reason = next((why for why, hit in rejects if hit), None)
         if reason is None:
             first, second = _invites(entries, q, invite_cluster)
-            if second is not None and (reading_day is None or first > reading_day):
+            # after a reading above target (one with a value: a valueless one is neither above
+            # target nor missing, BR46-DM rule 8), or with no reading in the 12 months
+            if second is not None and (reading_day is None or (reading_value_known and first > reading_day)):
                 reason = "invitations"
         if reason is None and first_dx > q.after(9):
             reason = "recent_diagnosis"

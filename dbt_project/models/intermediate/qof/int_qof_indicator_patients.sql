@@ -273,9 +273,11 @@ decided as (
             when m.ruleset = 'DM' and m.dmpcapu then 'unsuitable'
             when m.ruleset = 'DM' and m.bldtestdec then 'blood_test_declined'
             when m.ruleset = 'DM' and m.dmpcadec then 'care_declined'
-            -- two invitations after a reading above target, or with no reading in the 12 months
+            -- two invitations after a reading above target (a reading with a value: one without
+            -- is neither above target nor missing, BR46-DM rule 8), or with no reading in the 12 months
             when m.invite2_date is not null
-                 and ((m.reading_date is not null and m.invite1_date > m.reading_date) or m.reading_date is null)
+                 and ((m.reading_date is not null and m.reading_value is not null and m.invite1_date > m.reading_date)
+                      or m.reading_date is null)
                 then 'invitations'
             when m.first_diagnosis_date > m.pped_9m then 'recent_diagnosis'
             when m.registration_date > m.pped_9m then 'recent_registration'

@@ -11,7 +11,8 @@
       diagnosis (BR46-DM 3.2.4: "Latest > DMLAT_DAT"; a resolution on the same day does not
       resolve); downstaged_date likewise for CKD stage 1-2 codes;
     - latest_treatment_date: the latest issue of the register's treatment cluster (asthma:
-      ASTTRT_COD) after PPED - treatment_months and on or before ACHV_DAT.
+      ASTTRT_COD) in the treatment_months up to and including ACHV_DAT (the register is a state
+      on its date: "treated in the preceding 12 months"; on 31 March ACHV_DAT is PPED).
 
     register_status is 'on_register' or the first rule the patient fails: no_first_or_new_episode,
     before_2006 (the latest diagnosis is before diagnosed_on_or_after), no_treatment, downstaged,
@@ -72,7 +73,7 @@ later as (
         max(e.event_date) filter (where e.cluster = r.downstage_cluster) as downstaged_date,
         max(e.event_date) filter (
             where e.cluster = r.treatment_cluster
-              and e.event_date > {{ im1_months_before('p.pped', 'r.treatment_months') }}
+              and e.event_date > {{ im1_months_before('p.reference_date', 'r.treatment_months') }}
         ) as latest_treatment_date
     from diagnoses as d
     inner join rules as r on r.register = d.register
