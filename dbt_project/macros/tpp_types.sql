@@ -40,3 +40,12 @@
         when '0' then false when 'false' then false when 'n' then false when 'no' then false
     end
 {%- endmacro %}
+
+{#- SystmOne sends a medication quantity as one text, e.g. '28 tablet': its number and its unit. -#}
+{% macro tpp_quantity_number(col) -%}
+    cast(nullif(substring(trim({{ col }}) from '^[0-9]+(?:\.[0-9]+)?'), '') as numeric)
+{%- endmacro %}
+
+{% macro tpp_quantity_unit(col) -%}
+    nullif(trim(regexp_replace(trim({{ col }}), '^[0-9]+(?:\.[0-9]+)?', '')), '')
+{%- endmacro %}

@@ -7,33 +7,38 @@
     Sensitive-condition concepts (gp_sensitive_exclusion_refsets) are excluded. An EMIS CodeId
     with no Coding_ClinicalCode row yet (EMIS deltas are per table, so a code can arrive a day
     after its first use) is kept with a null concept and resolved on a later run; so is an entry
-    whose patient has no person_key yet.
+    whose patient has no person_key yet. SystmOne: the current SRCode entries the practice
+    controls (shared-care rows recorded by another organisation are left out); SRCode carries the
+    SNOMED concept itself, its episode type as an SRMapping id.
 
-    Incremental: each run reads only the base rows applied since its last run (applied_at in
-    (watermark, run start], index on applied_at; macros/watermarks.sql) plus its own unresolved
-    rows, and replaces those keys (delete+insert); a deleted record (tombstone) or an entry that
-    no longer qualifies removes its key (post-hook). The first run, a --full-refresh, or a change
-    of the code lists reads everything. SystmOne staging is not incremental yet: every run
-    replaces all TPP rows (pre-hook) with the current SRCode entries the practice controls
-    (shared-care rows recorded by another organisation are left out); SRCode carries the SNOMED
-    concept itself. -#}
+    Incremental (macros/README.md): a run re-derives the entries whose base row was applied since
+    its last run, the kept entries still waiting for their code or their patient (retry), the
+    SystmOne entries of a practice whose SRMapping changed and those of a patient whose GMS
+    registrations elsewhere changed (lookups). A change of the code lists re-reads everything. -#}
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
+    incremental_strategy='im1_replace',
     unique_key=['supplier', 'practice_code', 'observation_id'],
     on_schema_change='append_new_columns',
     indexes=[{'columns': ['supplier', 'practice_code', 'observation_id'], 'unique': true}, {'columns': ['applied_at']}],
-    pre_hook=[
-        "{{ im1_reset_if_fingerprint_changed('base_emis__carerecord_observation', 'emis', im1_observation_concepts_fingerprint()) }}",
-        "{{ im1_delete_supplier_rows('tpp') }}",
-    ],
-    post_hook=[
-        "delete from {{ this }} where is_deleted",
-        "{{ im1_save_watermark('base_emis__carerecord_observation', im1_observation_concepts_fingerprint()) }}",
-    ],
+    meta={'im1_incremental': {
+        'sources': [
+            {'ref': 'base_emis__carerecord_observation', 'key': ["'emis'", 'practice_code', 'observation_guid']},
+            {'ref': 'base_tpp__srcode', 'key': ["'tpp'", 'practice_code', 'row_identifier']},
+        ],
+        'lookups': [
+            {'name': 'im1_lookup_tpp_mappings', 'key': ['practice_code'], 'via': 'base_tpp__srcode'},
+            {'name': 'im1_lookup_tpp_gms_elsewhere', 'key': ['practice_code', 'id_patient'], 'via': 'base_tpp__srcode'},
+        ],
+        'retry': 'snomed_concept_id is null or person_key is null',
+        'fingerprint': 'im1_observation_concepts_fingerprint',
+    }},
+    pre_hook="{{ im1_incremental_begin() }}",
+    post_hook="{{ im1_incremental_end() }}",
 ) }}
+-- depends_on (read by the incremental hooks): {{ ref('base_tpp__srcode') }}, {{ ref('stg_tpp__gms_organisations') }}
 
-{%- set emis_since = im1_watermark('base_emis__carerecord_observation', im1_observation_concepts_fingerprint()) %}
+{%- set delta = im1_incremental() %}
 
 with
 
@@ -41,7 +46,7 @@ kept_concepts as (
     {{ im1_observation_concepts() }}
 ),
 
--- EMIS: CareRecord_Observation rows changed since the last run (tombstones included) ------------
+-- EMIS: CareRecord_Observation rows applied since the last run (tombstones included) -----------
 emis_changed as (
     select
         'emis' as supplier,
@@ -58,18 +63,18 @@ emis_changed as (
         b.applied_at,
         b.is_deleted
     from {{ ref('base_emis__carerecord_observation') }} as b
-{%- if emis_since is none %}
-    where not b.is_deleted
+{%- if delta %}
+    where {{ im1_changed_since('b.applied_at', 'base_emis__carerecord_observation') }}
 {%- else %}
-    where b.applied_at > cast('{{ emis_since }}' as timestamptz)
-      and b.applied_at <= cast('{{ run_started_at }}' as timestamptz)
+    where not b.is_deleted
 {%- endif %}
 ),
 
-{%- if emis_since is not none %}
+{%- if delta %}
 
--- kept rows still waiting for their code (or their patient's key)
-emis_unresolved as (
+-- the other touched EMIS entries (retried: still waiting for their code or patient), from this
+-- model's own row, which holds every input
+emis_retried as (
     select
         t.supplier,
         t.practice_code,
@@ -85,8 +90,9 @@ emis_unresolved as (
         t.applied_at,
         false as is_deleted
     from {{ this }} as t
+    inner join {{ im1_touched() }} as k
+        on k.supplier = t.supplier and k.practice_code = t.practice_code and k.observation_id = t.observation_id
     where t.supplier = 'emis'
-      and (t.snomed_concept_id is null or t.person_key is null)
       and not exists (
           select 1 from emis_changed as c
           where c.practice_code = t.practice_code and c.observation_id = t.observation_id
@@ -102,15 +108,15 @@ emis as (
         m.code_id is not null as is_code_known
     from (
         select * from emis_changed
-{%- if emis_since is not none %}
+{%- if delta %}
         union all
-        select * from emis_unresolved
+        select * from emis_retried
 {%- endif %}
     ) as c
     left join {{ ref('int_emis_code_map') }} as m on m.code_id = c.code_id
 ),
 
--- SystmOne: every current SRCode row the practice controls -----------------------------------
+-- SystmOne: the current SRCode rows the practice controls ---------------------------------------
 tpp as (
     select
         'tpp' as supplier,
@@ -127,10 +133,15 @@ tpp as (
         -- EpisodeType: an SRMapping id in SystmOne extracts (resolved here), or the text itself
         coalesce(m.mapping, nullif(s.episode_type, '')) as episode,
         false as is_confidential,
-        cast('{{ run_started_at }}' as timestamptz) as applied_at,
+        s.applied_at,
         false as is_deleted,
         true as is_code_known
     from {{ ref('stg_tpp__srcode') }} as s
+{%- if delta %}
+    inner join {{ im1_touched() }} as k
+        on k.supplier = 'tpp' and k.practice_code = s.practice_code
+       and s.row_identifier = {{ im1_touched_key('k', 'observation_id', 'bigint', 'tpp') }}
+{%- endif %}
     left join {{ ref('stg_tpp__srmapping') }} as m
         on m.practice_code = s.practice_code
        and s.episode_type ~ '^[0-9]+$'
@@ -153,44 +164,29 @@ candidates as (
         snomed_concept_id, source_code, term, value, unit, episode, is_confidential,
         applied_at, is_deleted, is_code_known
     from tpp
-),
-
-judged as (
-    select
-        c.*,
-        not c.is_deleted
-            and (not c.is_code_known or exists (
-                select 1 from kept_concepts as k where k.snomed_concept_id = c.snomed_concept_id
-            )) as is_kept
-    from candidates as c
 )
 
+-- a touched entry that is deleted or no longer qualifies is not selected: the run removes it
 select
-    j.supplier,
-    j.practice_code,
-    j.patient_id,
+    c.supplier,
+    c.practice_code,
+    c.patient_id,
     k.person_key,
-    j.observation_id,
-    j.effective_date,
-    j.entered_date,
-    j.snomed_concept_id,
-    j.source_code,
-    j.term,
-    j.value,
-    j.unit,
-    j.episode,
-    j.is_confidential,
-    j.applied_at,
-    not j.is_kept as is_deleted
-from judged as j
+    c.observation_id,
+    c.effective_date,
+    c.entered_date,
+    c.snomed_concept_id,
+    c.source_code,
+    c.term,
+    c.value,
+    c.unit,
+    c.episode,
+    c.is_confidential,
+    c.applied_at
+from candidates as c
 left join {{ ref('int_patient_keys') }} as k
-    on k.supplier = j.supplier and k.practice_code = j.practice_code and k.patient_id = j.patient_id
-where j.is_kept
-{%- if is_incremental() %}
-   -- a record that was kept before and is now deleted or no longer qualifies: its key is replaced
-   -- by this tombstone, which the post-hook removes
-   or exists (
-       select 1 from {{ this }} as t
-       where t.supplier = j.supplier and t.practice_code = j.practice_code and t.observation_id = j.observation_id
-   )
-{%- endif %}
+    on k.supplier = c.supplier and k.practice_code = c.practice_code and k.patient_id = c.patient_id
+where not c.is_deleted
+  and (not c.is_code_known or exists (
+      select 1 from kept_concepts as kc where kc.snomed_concept_id = c.snomed_concept_id
+  ))

@@ -9,13 +9,14 @@
     Face-to-Face), and no context type. Shared-care rows (recorded by another organisation) are
     not the practice's and are left out.
 
-    Incremental: each run re-derives only the EMIS appointments whose slot changed since the last
-    run (base_emis__appointment_slot.applied_at) or whose session's clinician changed, and removes
-    those deleted or no longer booked (macros/activity.sql, macros/incremental_current.sql). TPP
-    staging is not incremental yet, so the TPP rows are re-derived on every run. -#}
+    Incremental (macros/README.md): each run re-derives the appointments whose slot (EMIS) or
+    SRAppointment row (TPP) was applied since its last run, those of sessions whose clinician or
+    HCP type changed, of SystmOne staff profiles whose HCP type changed, of a SystmOne practice
+    whose SRMapping changed and of patients whose GMS registrations elsewhere changed; a deleted,
+    un-booked or no longer qualifying appointment is removed. -#}
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
+    incremental_strategy='im1_replace',
     unique_key=['supplier', 'practice_code', 'appointment_id'],
     on_schema_change='fail',
     indexes=[
@@ -23,9 +24,24 @@
         {'columns': ['supplier', 'practice_code', 'session_id']},
         {'columns': ['applied_at']},
     ],
-    pre_hook="{{ int_appointments_pre_hook() }}",
-    post_hook="{{ int_appointments_post_hook() }}",
+    meta={'im1_incremental': {
+        'sources': [
+            {'ref': 'base_emis__appointment_slot', 'key': ["'emis'", 'practice_code', 'slot_guid']},
+            {'ref': 'base_tpp__srappointment', 'key': ["'tpp'", 'practice_code', 'row_identifier']},
+        ],
+        'lookups': [
+            {'name': 'im1_lookup_session_clinicians', 'key': ['supplier', 'practice_code', 'session_id'], 'via': 'this'},
+            {'name': 'im1_lookup_tpp_practitioners', 'key': ['supplier', 'practice_code', 'practitioner_id'], 'via': 'this'},
+            {'name': 'im1_lookup_tpp_mappings', 'key': ['practice_code'], 'via': 'base_tpp__srappointment'},
+            {'name': 'im1_lookup_tpp_gms_elsewhere', 'key': ['practice_code', 'id_patient'], 'via': 'base_tpp__srappointment'},
+        ],
+    }},
+    pre_hook="{{ im1_incremental_begin() }}",
+    post_hook="{{ im1_incremental_end() }}",
 ) }}
+-- depends_on (read by the incremental hooks): {{ ref('base_tpp__srappointment') }}, {{ ref('stg_tpp__gms_organisations') }}
+
+{%- set delta = im1_incremental() %}
 
 with
 
@@ -46,10 +62,10 @@ sessions as (
 emis_slots as (
     select b.*
     from {{ ref('base_emis__appointment_slot') }} as b
-    {% if is_incremental() %}
-    inner join {{ im1_touched_relation() }} as k
+    {%- if delta %}
+    inner join {{ im1_touched() }} as k
         on k.supplier = 'emis' and k.practice_code = b.practice_code and k.appointment_id = b.slot_guid
-    {% endif %}
+    {%- endif %}
     where not b.is_deleted
       and b.patient_guid is not null
 ),
@@ -109,8 +125,13 @@ tpp as (
         cast(null as text) as context_type,
         cast(null as text) as national_slot_category,
         cast(null as text) as service_setting,
-        cast('{{ run_started_at }}' as timestamptz) as applied_at
+        a.applied_at
     from {{ ref('stg_tpp__srappointment') }} as a
+    {%- if delta %}
+    inner join {{ im1_touched() }} as k
+        on k.supplier = 'tpp' and k.practice_code = a.practice_code
+       and a.row_identifier = {{ im1_touched_key('k', 'appointment_id', 'bigint', 'tpp') }}
+    {%- endif %}
     left join tpp_status as m on m.practice_code = a.practice_code and m.row_identifier = a.appointment_status
     left join tpp_practitioners as p
         on p.practice_code = a.practice_code and p.practitioner_id = cast(a.id_profile_clinician as text)

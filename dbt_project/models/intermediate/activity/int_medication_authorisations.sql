@@ -4,13 +4,13 @@
     SRRepeatTemplate (repeat templates; SystmOne records an acute item as an issue only), with the
     dm+d code and name on the row; shared-care rows are left out.
 
-    Incremental, as int_medication_issues: each run re-derives only the EMIS drug records changed
-    since the last run (base_emis__prescribing_drugrecord.applied_at) or whose drug code now maps
-    differently, and removes the deleted ones (macros/activity.sql, macros/incremental_current.sql).
-    TPP staging is not incremental yet, so the TPP rows are re-derived on every run. -#}
+    Incremental (macros/README.md): each run re-derives the records applied since its last run
+    (base_emis__prescribing_drugrecord,
+    base_tpp__srrepeattemplate), those of drug codes that now map differently and those
+    of SystmOne patients whose GMS registrations elsewhere changed; a deleted record is removed. -#}
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
+    incremental_strategy='im1_replace',
     unique_key=['supplier', 'practice_code', 'authorisation_id'],
     on_schema_change='fail',
     indexes=[
@@ -18,9 +18,22 @@
         {'columns': ['supplier', 'source_code']},
         {'columns': ['applied_at']},
     ],
-    pre_hook="{{ int_medication_authorisations_pre_hook() }}",
-    post_hook="{{ im1_drug_code_post_hook() }}",
+    meta={'im1_incremental': {
+        'sources': [
+            {'ref': 'base_emis__prescribing_drugrecord', 'key': ["'emis'", 'practice_code', 'drug_record_guid']},
+            {'ref': 'base_tpp__srrepeattemplate', 'key': ["'tpp'", 'practice_code', 'row_identifier']},
+        ],
+        'lookups': [
+            {'name': 'im1_lookup_drug_codes', 'key': ['supplier', 'source_code'], 'via': 'this'},
+            {'name': 'im1_lookup_tpp_gms_elsewhere', 'key': ['practice_code', 'id_patient'], 'via': 'base_tpp__srrepeattemplate'},
+        ],
+    }},
+    pre_hook="{{ im1_incremental_begin() }}",
+    post_hook="{{ im1_incremental_end() }}",
 ) }}
+-- depends_on (read by the incremental hooks): {{ ref('base_tpp__srrepeattemplate') }}, {{ ref('stg_tpp__gms_organisations') }}
+
+{%- set delta = im1_incremental() %}
 
 with
 
@@ -31,10 +44,10 @@ drug_codes as (
 emis_records as (
     select b.*
     from {{ ref('base_emis__prescribing_drugrecord') }} as b
-    {% if is_incremental() %}
-    inner join {{ im1_touched_relation() }} as k
+    {%- if delta %}
+    inner join {{ im1_touched() }} as k
         on k.supplier = 'emis' and k.practice_code = b.practice_code and k.authorisation_id = b.drug_record_guid
-    {% endif %}
+    {%- endif %}
     where not b.is_deleted
 ),
 
@@ -81,8 +94,13 @@ tpp as (
         cast(t.max_issues as bigint) as number_of_issues_authorised,
         false as is_confidential,
         cast(t.id_profile_entered_by as text) as practitioner_id,
-        cast('{{ run_started_at }}' as timestamptz) as applied_at
+        t.applied_at
     from {{ ref('stg_tpp__srrepeattemplate') }} as t
+    {%- if delta %}
+    inner join {{ im1_touched() }} as k
+        on k.supplier = 'tpp' and k.practice_code = t.practice_code
+       and t.row_identifier = {{ im1_touched_key('k', 'authorisation_id', 'bigint', 'tpp') }}
+    {%- endif %}
     where not t.is_shared_care
       and t.id_patient is not null
 )

@@ -3,13 +3,13 @@
     SRPrimaryCareMedication, which carries the dm+d code and name itself (shared-care rows are
     not the practice's and are left out).
 
-    Incremental: each run re-derives only the EMIS issues changed since the last run
-    (base_emis__prescribing_issuerecord.applied_at) or whose drug code now maps differently, and
-    removes the deleted ones (macros/activity.sql, macros/incremental_current.sql). TPP staging
-    is not incremental yet, so the TPP rows are re-derived on every run. -#}
+    Incremental (macros/README.md): each run re-derives the records applied since its last run
+    (base_emis__prescribing_issuerecord,
+    base_tpp__srprimarycaremedication), those of drug codes that now map differently and those
+    of SystmOne patients whose GMS registrations elsewhere changed; a deleted record is removed. -#}
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
+    incremental_strategy='im1_replace',
     unique_key=['supplier', 'practice_code', 'issue_id'],
     on_schema_change='fail',
     indexes=[
@@ -17,9 +17,22 @@
         {'columns': ['supplier', 'source_code']},
         {'columns': ['applied_at']},
     ],
-    pre_hook="{{ int_medication_issues_pre_hook() }}",
-    post_hook="{{ im1_drug_code_post_hook() }}",
+    meta={'im1_incremental': {
+        'sources': [
+            {'ref': 'base_emis__prescribing_issuerecord', 'key': ["'emis'", 'practice_code', 'issue_record_guid']},
+            {'ref': 'base_tpp__srprimarycaremedication', 'key': ["'tpp'", 'practice_code', 'row_identifier']},
+        ],
+        'lookups': [
+            {'name': 'im1_lookup_drug_codes', 'key': ['supplier', 'source_code'], 'via': 'this'},
+            {'name': 'im1_lookup_tpp_gms_elsewhere', 'key': ['practice_code', 'id_patient'], 'via': 'base_tpp__srprimarycaremedication'},
+        ],
+    }},
+    pre_hook="{{ im1_incremental_begin() }}",
+    post_hook="{{ im1_incremental_end() }}",
 ) }}
+-- depends_on (read by the incremental hooks): {{ ref('base_tpp__srprimarycaremedication') }}, {{ ref('stg_tpp__gms_organisations') }}
+
+{%- set delta = im1_incremental() %}
 
 with
 
@@ -30,10 +43,10 @@ drug_codes as (
 emis_issues as (
     select b.*
     from {{ ref('base_emis__prescribing_issuerecord') }} as b
-    {% if is_incremental() %}
-    inner join {{ im1_touched_relation() }} as k
+    {%- if delta %}
+    inner join {{ im1_touched() }} as k
         on k.supplier = 'emis' and k.practice_code = b.practice_code and k.issue_id = b.issue_record_guid
-    {% endif %}
+    {%- endif %}
     where not b.is_deleted
 ),
 
@@ -80,8 +93,13 @@ tpp as (
         false as is_privately_prescribed,
         cast(null as text) as issue_method,
         cast(m.id_profile_entered_by as text) as practitioner_id,
-        cast('{{ run_started_at }}' as timestamptz) as applied_at
+        m.applied_at
     from {{ ref('stg_tpp__srprimarycaremedication') }} as m
+    {%- if delta %}
+    inner join {{ im1_touched() }} as k
+        on k.supplier = 'tpp' and k.practice_code = m.practice_code
+       and m.row_identifier = {{ im1_touched_key('k', 'issue_id', 'bigint', 'tpp') }}
+    {%- endif %}
     where not m.is_shared_care
       and m.id_patient is not null
       and m.date_event is not null
