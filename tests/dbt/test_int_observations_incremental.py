@@ -4,7 +4,7 @@ loader leaves them, ledger rows included), then dbt twice, the second time incre
 The bulk brings kept and dropped entries, a CodeId that Coding_ClinicalCode repeats under a second
 parent, a CodeId whose code has not arrived yet and an entry whose patient has not arrived. The
 delta deletes a kept entry (tombstone), re-codes one to a concept outside the code lists, adds one,
-and brings the missing code and patient. After each run the table must hold exactly the expected
+and brings the missing code and patient; a later batch is ignored until its quality checks pass. After each run the table must hold exactly the expected
 rows, and after the incremental run it must equal a full rebuild. A changed code-list fingerprint
 makes the next run re-read everything.
 """
@@ -45,11 +45,11 @@ class Raw:
         self.conn = conn
         self.row = 0
 
-    def batch(self, key: str, extract_ts: dt.datetime) -> int:
+    def batch(self, key: str, extract_ts: dt.datetime, quality: str = "passed") -> int:
         return self.conn.execute(
             "insert into ingest.batches (feed_id, supplier, batch_key, organisation, extract_ts, status, "
-            "quality_status, loaded_at, file_count) values (%s, 'emis', %s, %s, %s, 'loaded', 'passed', now(), 21) "
-            "returning batch_id", (FEED, key, ODS, extract_ts)).fetchone()[0]
+            "quality_status, loaded_at, file_count) values (%s, 'emis', %s, %s, %s, 'loaded', %s, now(), 21) "
+            "returning batch_id", (FEED, key, ODS, extract_ts, quality)).fetchone()[0]
 
     def insert(self, table: str, batch_id: int, **values: str) -> None:
         raw = specs.emis_table(table).raw_name
@@ -145,9 +145,20 @@ def test_incremental_observations(scratch, admin, tmp_path):
     assert observations(admin) == expected
     assert _watermark(admin) > first_mark
 
-    # -- a run with nothing new changes nothing; a new code-list fingerprint re-reads everything
+    # -- a run with nothing new changes nothing; a batch whose checks have not passed is not read
+    # until they pass
     run_dbt(scratch, target, "run", "--select", "int_observations")
     assert observations(admin) == expected
+    b3 = raw.batch("delta_000003@20261104020000", dt.datetime(2026, 11, 4, 2), quality="pending")
+    raw.obs(b3, o(8), P2, CODE[SYS], "125")
+    run_dbt(scratch, target, "run", "--select", "+int_observations", "--exclude", "resource_type:seed")
+    assert observations(admin) == expected
+    admin.execute("update ingest.batches set quality_status = 'passed' where batch_id = %s", (b3,))
+    run_dbt(scratch, target, "run", "--select", "+int_observations", "--exclude", "resource_type:seed")
+    expected[o(8)] = (P2, SYS, str(CODE[SYS]), 125, True)
+    assert observations(admin) == expected
+
+    # -- a new code-list fingerprint re-reads everything
     admin.execute("update staging.im1_watermarks set fingerprint = 'an older code list' "
                   "where model = 'int_observations'")
     results = run_dbt(scratch, target, "run", "--select", "int_observations")
@@ -165,4 +176,5 @@ def _is_hex(key: str) -> bool:
 
 
 def _watermark(conn) -> dt.datetime:
-    return conn.execute("select applied_at from staging.im1_watermarks where model = 'int_observations'").fetchone()[0]
+    return conn.execute("select applied_at from staging.im1_watermarks where model = 'int_observations' "
+                        "and source = 'base_emis__carerecord_observation'").fetchone()[0]
