@@ -62,3 +62,15 @@ def test_the_product_never_imports_the_tooling():
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip() == "[]", f"importing the product loaded tooling: {res.stdout}"
+
+
+_LEDGER_WRITE = re.compile(r"\b(insert\s+into|update|delete\s+from|truncate)\s+(table\s+)?ingest\.", re.I)
+
+
+def test_only_the_ledger_writes_the_ledger():
+    """Every status change of a batch or file goes through im1.ingest.ledger (its transitions), so
+    the rules of what may follow what live in one place. The tooling may reset its own demo and
+    benchmark feeds."""
+    writers = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "plugins" / "im1").rglob("*.py")
+                     if _LEDGER_WRITE.search(p.read_text()))
+    assert writers == ["plugins/im1/ingest/ledger.py"]

@@ -158,28 +158,15 @@ def ingest_dag(feed_id: str):
 
 
 def run_core(site: Site, feed: Feed) -> list:
-    """One ingest run without Airflow: discover -> fetch -> load, as the DAG's tasks call them.
+    """One ingest run without Airflow (:meth:`Pipeline.run_once`: discover -> fetch -> stage -> load).
 
-    Returns each batch's load result, or the QuarantineError it raised.
+    Returns each organisation's load result, or the QuarantineError it raised.
     """
-    from im1.ingest import emis_pipeline, multi_org
+    from im1.ingest.pipeline import Pipeline
     from im1.transport.sftp import SftpClient
 
     with SftpClient(site.sftp_settings()) as c:
-        found = emis_pipeline.discover(c, feed, site.loader_url)
-        fetched = [emis_pipeline.fetch(c, feed, b, site.loader_url) for b in found.ready]
-    out: list = []
-    for b in sorted(fetched, key=lambda x: x["extract_ts"]):
-        try:
-            if feed.extract == "multi_organisation":
-                multi_org.stage(feed, b, site.pgp, site.loader_url)
-                for o in feed.organisations:
-                    out.append(multi_org.load_org(feed, o.ods_code, b, site.pgp, site.loader_url))
-            else:
-                out.append(emis_pipeline.load(feed, feed.organisations[0].ods_code, b, site.pgp, site.loader_url))
-        except emis_pipeline.QuarantineError as err:
-            out.append(err)
-    return out
+        return Pipeline(feed, site.loader_url, key=site.pgp).run_once(c)
 
 
 def replace_table(folder: Path, table: str, encrypted: Path) -> Path:
@@ -267,29 +254,13 @@ def gateway(tmp_path, monkeypatch, warehouse):
 
 
 def run_tpp(loader_url: str, feed: Feed, client=None, *, quality: bool = False) -> list:
-    """One TPP ingest run without Airflow: discover -> fetch -> load (-> quality), as the DAG's tasks
-    call them. Returns each batch's load result, or the QuarantineError it raised."""
-    from im1.ingest import emis_pipeline, tpp_pipeline
-    from im1.ingest import quality as gxq
+    """One TPP ingest run without Airflow (:meth:`Pipeline.run_once`). Returns each batch's load
+    result, or the QuarantineError (QualityError) it raised."""
+    from im1.ingest.pipeline import Pipeline
     from im1.transport.folder import FolderClient
 
-    client = client or FolderClient()
-    with client as c:
-        found = tpp_pipeline.discover(c, feed, loader_url)
-        fetched = [tpp_pipeline.fetch(c, feed, b, loader_url) for b in found.ready]
-    out: list = []
-    ods = feed.organisations[0].ods_code
-    for b in sorted(fetched, key=lambda x: x["extract_ts"]):
-        try:
-            out.append(tpp_pipeline.load(feed, ods, b, loader_url))
-        except emis_pipeline.QuarantineError as err:
-            out.append(err)
-    if quality:
-        try:
-            gxq.check_batches([int(b["batch_ids"][ods]) for b in fetched], loader_url)
-        except gxq.QualityError as err:
-            out.append(err)
-    return out
+    with client or FolderClient() as c:
+        return Pipeline(feed, loader_url).run_once(c, quality=quality)
 
 
 def tpp_count(conn, table: str, feed_id: str, **where) -> int:

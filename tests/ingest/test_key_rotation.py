@@ -13,7 +13,7 @@ import dataclasses
 import pytest
 
 from im1.crypto import KeyPair, Keyring
-from im1.ingest.emis_pipeline import QuarantineError
+from im1.ingest.errors import QuarantineError
 from im1.transport.sftp import HostKeyError, SftpClient
 from im1dev.sftp_server import generate_ed25519, public_key_line
 from tests.ingest.conftest import batches, raw_count, run_core
@@ -41,7 +41,7 @@ def test_batches_encrypted_to_the_old_or_the_new_key_load_while_both_are_configu
     site.keys = both(pgp_keys, new_pgp_keys)
     feed = site.feed("emis_rotation", [ODS])
     results = run_core(site, feed)
-    assert [type(r).__name__ for r in results] == ["dict", "dict"], results
+    assert [type(r).__name__ for r in results] == ["LoadResult", "LoadResult"], results
     assert [b[2] for b in batches(loader, feed.id)] == ["loaded", "loaded"]
     assert raw_count(loader, "admin_patient", feed.id) > 0
 
@@ -64,7 +64,7 @@ def test_with_only_the_new_key_an_old_batch_is_quarantined_until_released(site, 
     batch_id = loader.execute("select batch_id from ingest.batches where feed_id = %s", (feed.id,)).fetchone()[0]
     status.release(loader, batch_id, "old PGP key restored for in-flight batches")
     [res] = run_core(site, feed)
-    assert isinstance(res, dict) and res["rows"] > 0
+    assert not isinstance(res, Exception) and res.rows > 0
     assert batches(loader, feed.id)[0][2] == "loaded"
 
 

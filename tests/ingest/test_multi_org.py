@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pendulum
 
-from im1.ingest import emis_pipeline, multi_org
+from im1.ingest.pipeline import Pipeline
 from im1.transport.sftp import SftpClient
 from tests.ingest.conftest import START, batches, events, ingest_dag, raw_count
 
@@ -20,18 +20,25 @@ def test_core_stage_and_split(site, loader):
     world = site.world(ODS, inactive=["Z91004"])
     site.publish(world, 0)
     feed = site.feed("emis_multi_core", ["Z91001", "Z91002"], extract="multi_organisation")
+    pipe = Pipeline(feed, site.loader_url, key=site.pgp)
     with SftpClient(site.sftp_settings()) as c:
-        found = emis_pipeline.discover(c, feed, site.loader_url)
+        found = pipe.discover(c)
         assert [b.batch_key for b in found.ready] == ["bulk_000001@20261102020000"]
-        fetched = emis_pipeline.fetch(c, feed, found.ready[0], site.loader_url)
-    staged = multi_org.stage(feed, fetched, site.pgp, site.loader_url)
+        fetched = pipe.fetch(c, found.ready[0])
+    staged = pipe.stage(fetched)
     assert staged["staged"] and staged["shared_rows"] > 0
+    assert pipe.stage(fetched)["staged"] is False  # once per delivery
     for ods in ("Z91001", "Z91002"):
-        r = multi_org.load_org(feed, ods, fetched, site.pgp, site.loader_url)
-        assert r["status"] == "loaded"
+        r = pipe.load(ods, fetched)
+        assert r.status == "loaded"
         assert raw_count(loader, "admin_patient", feed.id, ods) == _expected_patients(world, ods)
-    print(batches(loader, feed.id))
-    print(events(loader, feed.id))
+    assert [r[:3] for r in batches(loader, feed.id)] == [
+        ("*", "bulk_000001@20261102020000", "loaded"), ("Z91001", "bulk_000001@20261102020000", "loaded"),
+        ("Z91002", "bulk_000001@20261102020000", "loaded")]
+    # every practice loaded: the staging tables are gone
+    assert loader.execute("select count(*) from pg_tables where schemaname = 'stage_emis'").fetchone() == (0,)
+    assert loader.execute("select count(*) from ingest.events where feed_id = %s and level = 'error'",
+                          (feed.id,)).fetchone() == (0,)
 
 
 def _asset_events(dag_id: str) -> list[tuple[str, dict]]:
@@ -92,7 +99,7 @@ def test_multi_org_dag_fans_out_per_practice(site, loader):
 
 def test_a_bad_per_practice_file_quarantines_the_whole_delivery(site, loader):
     from im1.ingest import status
-    from im1.ingest.emis_pipeline import QuarantineError
+    from im1.ingest.errors import QuarantineError
     from im1dev.synth import faults
     from tests.ingest.conftest import run_core
 
@@ -120,7 +127,7 @@ def test_a_bad_per_practice_file_quarantines_the_whole_delivery(site, loader):
         message = status.release(conn, z1, "re-delivered")
     assert message.count("was quarantined") == 3
     results = run_core(site, feed)
-    assert [r["status"] for r in results] == ["loaded", "loaded"]
+    assert [r.status for r in results] == ["loaded", "loaded"]
     for ods in ("Z91001", "Z91002"):
         assert raw_count(loader, "admin_patient", feed.id, ods) == _expected_patients(world, ods)
     assert raw_count(loader, "admin_organisation", feed.id, "*") == 3

@@ -37,7 +37,7 @@ def test_ops_view_shows_latest_batch_status_rows_error_and_freshness(site, loade
     site.publish(world, 0)
     feed = site.feed("emis_ops_view", [ODS])
     [ok] = run_core(site, feed)
-    assert ok["status"] == "loaded"
+    assert ok.status == "loaded"
     folder = site.publish(world, 1)
     faults.truncate(folder, "Admin_Patient", keep=0.5)
     [bad] = run_core(site, feed)

@@ -37,18 +37,18 @@ def test_a_good_batch_passes_and_every_result_is_stored(site, loader):
     site.publish(world, 0)
     feed = site.feed("emis_quality_ok", [ODS])
     [ok] = run_core(site, feed)
-    results = quality.check_batches([ok["batch_id"]], site.loader_url)
+    results = quality.check_batches([ok.batch_id], site.loader_url)
     assert [r.success for r in results] == [True]
     stored = loader.execute("select table_name, expectation, column_name, success, observed_value from "
-                            "ingest.quality_checks where batch_id = %s", (ok["batch_id"],)).fetchall()
+                            "ingest.quality_checks where batch_id = %s", (ok.batch_id,)).fetchall()
     assert len(stored) == results[0].checks and all(r[3] for r in stored)
     assert {r[0] for r in stored} == set(specs.emis_tables())  # every table of the batch
     count = next(r for r in stored if r[0] == "Admin_Patient" and r[1] == "expect_table_row_count_to_equal")
     assert count[4]["observed_value"] == raw_count(loader, "admin_patient", feed.id)
     assert quality.data_docs_index().exists()
     assert loader.execute("select quality_status from ingest.batches where batch_id = %s",
-                          (ok["batch_id"],)).fetchone() == ("passed",)
-    assert quality.check_batches([ok["batch_id"]], site.loader_url) == []  # checked once
+                          (ok.batch_id,)).fetchone() == ("passed",)
+    assert quality.check_batches([ok.batch_id], site.loader_url) == []  # checked once
 
 
 def test_a_failed_check_quarantines_the_batch_and_removes_it_from_raw(site, loader):
@@ -56,7 +56,7 @@ def test_a_failed_check_quarantines_the_batch_and_removes_it_from_raw(site, load
     site.publish(world, 0)
     feed = site.feed("emis_quality_bad", [ODS])
     [ok] = run_core(site, feed)
-    bid = ok["batch_id"]
+    bid = ok.batch_id
     # what a buggy supplier or loader could produce: a lower-case GUID, a non-ISO date, a lost row
     loader.execute("update raw_emis.admin_patient set patientguid = lower(patientguid) where _batch_id = %s "
                    "and _row_number = 1", (bid,))
@@ -81,6 +81,6 @@ def test_a_failed_check_quarantines_the_batch_and_removes_it_from_raw(site, load
     with __import__("psycopg").connect(site.loader_url) as conn:
         status.release(conn, bid, "the loader bug is fixed")
     [again] = run_core(site, feed)
-    assert again["status"] == "loaded"
+    assert again.status == "loaded"
     assert [r.success for r in quality.check_batches([bid], site.loader_url)] == [True]
     assert raw_count(loader, "admin_patient", feed.id) == sum(1 for p in world.patients if p.reg_date <= START)

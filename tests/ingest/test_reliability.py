@@ -21,8 +21,9 @@ import psycopg
 import pytest
 
 from im1 import specs
-from im1.ingest import emis_pipeline
-from im1.ingest.emis_pipeline import QuarantineError
+from im1.ingest.errors import QuarantineError
+from im1.ingest.pipeline import Pipeline
+from im1.transport.sftp import SftpClient
 from im1dev.synth import faults
 from tests.ingest.conftest import BIG_ROWS, START, batches, events, raw_count, replace_table, run_core
 
@@ -101,7 +102,7 @@ def test_truncated_file_redelivered_and_released_loads_exactly_once(site, loader
     assert "released" in capsys.readouterr().out
     assert batches(loader, feed.id)[0][2] == "released"
     [ok] = run_core(site, feed)
-    assert ok["status"] == "loaded" and ok["rows"] == _rows_in_batch(world)
+    assert ok.status == "loaded" and ok.rows == _rows_in_batch(world)
     assert raw_count(loader, "admin_patient", feed.id) == _patients(world)
     assert batches(loader, feed.id)[0][2] == "loaded"
     assert any("re-fetched with a new checksum" in e for e in events(loader, feed.id))
@@ -120,7 +121,7 @@ def test_duplicate_delivery_loads_once(site, loader):
     assert len(dup.files) == 21
     feed = site.feed("emis_duplicate", [ODS])
     [ok] = run_core(site, feed)
-    assert ok["status"] == "loaded"
+    assert ok.status == "loaded"
     assert raw_count(loader, "admin_patient", feed.id) == _patients(world)
     assert any("duplicate copies ignored" in e and "_resend" in e for e in events(loader, feed.id))
     # the same batch delivered yet again later: nothing new
@@ -138,14 +139,15 @@ def test_extra_column_is_loaded_kept_and_reported(site, loader):
     assert change.extra["rows"] == _patients(world)
     feed = site.feed("emis_extra_col", [ODS])
     [ok] = run_core(site, feed)
-    assert ok["status"] == "loaded"
+    assert ok.status == "loaded"
     got = loader.execute("select count(*), count(distinct suppliernewcolumn), min(suppliernewcolumn) "
                          "from raw_emis.admin_patient where _feed_id = %s", (feed.id,)).fetchone()
     assert got == (_patients(world), _patients(world), "v1")
     unknown = loader.execute("select f.unknown_columns from ingest.files f join ingest.batches b using (batch_id) "
                              "where b.feed_id = %s and f.table_name = 'Admin_Patient'", (feed.id,)).fetchone()[0]
     assert unknown == ["SupplierNewColumn"]
-    assert any("unknown column(s) kept: SupplierNewColumn" in e for e in events(loader, feed.id))
+    assert any("Admin_Patient" in e and "column(s) not in the EMIS specification, kept: SupplierNewColumn" in e
+               for e in events(loader, feed.id))
 
 
 def test_v80_batch_loads_with_its_version(site, loader):
@@ -159,7 +161,7 @@ def test_v80_batch_loads_with_its_version(site, loader):
     assert change.kind == "v8.0" and len(change.files) == 21
     feed = site.feed("emis_v80", [ODS])
     [ok] = run_core(site, feed)
-    assert ok["status"] == "loaded"
+    assert ok.status == "loaded"
     assert loader.execute("select schema_version from ingest.batches where feed_id = %s", (feed.id,)).fetchone() == (
         "8.0",)
     slot = loader.execute("select f.schema_version from ingest.files f join ingest.batches b using (batch_id) "
@@ -173,17 +175,17 @@ def test_older_batch_arriving_late_is_loaded_and_flagged(site, loader):
     site.publish(world, 1)  # day 2's batch arrives first
     feed = site.feed("emis_late", [ODS])
     [day2] = run_core(site, feed)
-    assert day2["late"] is False
+    assert day2.late is False
     site.publish(world, 0)  # then day 1's, late
     [day1] = run_core(site, feed)
-    assert day1["status"] == "loaded" and day1["late"] is True
+    assert day1.status == "loaded" and day1.late is True
     got = [(r[1].split("@")[1], r[2], r[4]) for r in batches(loader, feed.id)]
     assert got == [("20261102020000", "loaded", True), ("20261103020000", "loaded", False)]
     # two batches waiting at once are applied in extract-timestamp order, neither late
     site.publish(world, 2)
     site.publish(world, 3)
     later = run_core(site, feed)
-    assert [r["late"] for r in later] == [False, False]
+    assert [r.late for r in later] == [False, False]
     assert raw_count(loader, "admin_patient", feed.id) == 4 * _patients(world)
 
 
@@ -211,16 +213,17 @@ def test_database_connection_killed_mid_copy(site, loader, warehouse, big_observ
     folder = site.publish(world, 0)
     replace_table(folder, "CareRecord_Observation", big_observations)
     feed = site.feed("emis_killed_copy", [ODS])
-    with emis_pipeline.SftpClient(site.sftp_settings()) as c:
-        [plan] = emis_pipeline.discover(c, feed, site.loader_url).ready
-        fetched = emis_pipeline.fetch(c, feed, plan, site.loader_url)
+    pipe = Pipeline(feed, site.loader_url, key=site.pgp)
+    with SftpClient(site.sftp_settings()) as c:
+        [plan] = pipe.discover(c).ready
+        fetched = pipe.fetch(c, plan)
     stop, seen = threading.Event(), {}
     killer = threading.Thread(target=_watch_copy, args=(warehouse.admin_url, "carerecord_observation", stop, seen),
                               kwargs={"kill": True})
     killer.start()
     try:
         with pytest.raises(psycopg.OperationalError, match="terminat"):
-            emis_pipeline.load(feed, ODS, fetched, site.pgp, site.loader_url)
+            pipe.load(ODS, fetched)
     finally:
         stop.set()
         killer.join()
@@ -230,8 +233,8 @@ def test_database_connection_killed_mid_copy(site, loader, warehouse, big_observ
     assert status == "failed" and "terminat" in error
     assert any("load failed (will be retried)" in e for e in events(loader, feed.id))
     # the retry loads it exactly once
-    ok = emis_pipeline.load(feed, ODS, fetched, site.pgp, site.loader_url)
-    assert ok["status"] == "loaded"
+    ok = pipe.load(ODS, fetched)
+    assert ok.status == "loaded"
     got = loader.execute("select count(*), count(distinct observationguid), min(_row_number), max(_row_number) "
                          "from raw_emis.carerecord_observation where _feed_id = %s", (feed.id,)).fetchone()
     assert got == (BIG_ROWS, BIG_ROWS, 1, BIG_ROWS)
@@ -241,12 +244,13 @@ def test_database_connection_killed_mid_copy(site, loader, warehouse, big_observ
 LOAD_SCRIPT = textwrap.dedent("""
     import json, sys
     from im1.config import load_config
-    from im1.ingest import emis_pipeline
     from im1.ingest.credentials import PgpKey
+    from im1.ingest.model import FetchedBatch
+    from im1.ingest.pipeline import Pipeline
     args = json.loads(sys.argv[1])
     feed = load_config(args["feeds"]).feed(args["feed"])
     key = PgpKey(open(args["key"]).read(), args["passphrase"])
-    emis_pipeline.load(feed, args["ods"], args["fetched"], key, args["url"])
+    Pipeline(feed, args["url"], key=key).load(args["ods"], FetchedBatch.from_dict(args["fetched"]))
 """)
 
 
@@ -257,13 +261,14 @@ def test_load_process_killed_then_rerun_loads_exactly_once(site, loader, warehou
     folder = site.publish(world, 0)
     replace_table(folder, "CareRecord_Observation", big_observations)
     feed = site.feed("emis_killed_task", [ODS])
-    with emis_pipeline.SftpClient(site.sftp_settings()) as c:
-        [plan] = emis_pipeline.discover(c, feed, site.loader_url).ready
-        fetched = emis_pipeline.fetch(c, feed, plan, site.loader_url)
+    pipe = Pipeline(feed, site.loader_url, key=site.pgp)
+    with SftpClient(site.sftp_settings()) as c:
+        [plan] = pipe.discover(c).ready
+        fetched = pipe.fetch(c, plan)
     keyfile = tmp_path / "key.asc"
     keyfile.write_text(site.keys.secret_armored)
     args = {"feeds": os.environ["IM1_FEEDS_FILE"], "feed": feed.id, "key": str(keyfile),
-            "passphrase": site.keys.passphrase, "ods": ODS, "fetched": fetched, "url": site.loader_url}
+            "passphrase": site.keys.passphrase, "ods": ODS, "fetched": fetched.to_dict(), "url": site.loader_url}
     stop, seen = threading.Event(), {}
     watcher = threading.Thread(target=_watch_copy, args=(warehouse.admin_url, "carerecord_observation", stop, seen),
                                kwargs={"kill": False})
@@ -286,8 +291,8 @@ def test_load_process_killed_then_rerun_loads_exactly_once(site, loader, warehou
         time.sleep(0.1)
     _nothing_in_raw(loader, feed.id)
     # the re-run (Airflow would retry the task) loads it exactly once
-    ok = emis_pipeline.load(feed, ODS, fetched, site.pgp, site.loader_url)
-    assert ok["status"] == "loaded"
+    ok = pipe.load(ODS, fetched)
+    assert ok.status == "loaded"
     assert raw_count(loader, "carerecord_observation", feed.id) == BIG_ROWS
     assert loader.execute("select count(distinct observationguid) from raw_emis.carerecord_observation "
                           "where _feed_id = %s", (feed.id,)).fetchone() == (BIG_ROWS,)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from im1 import tpp
-from im1.ingest import emis_pipeline, tpp_pipeline
+from im1.ingest.errors import QuarantineError
+from im1.ingest.pipeline import Pipeline, sha256_of
 from tests.ingest.conftest import events, run_tpp, tpp_count
 
 RAW_TABLES = ("srpatient", "srpatientregistration", "srcode", "srevent", "srproblem", "srappointment", "srrota",
@@ -52,7 +53,7 @@ def test_bulk_deltas_and_a_rebulk_load_exactly_once_and_a_rerun_loads_nothing(ga
     for day in range(4):  # bulk, delta, re-bulk of SRCode, delta overlapping the re-bulk
         folders.append(gateway.publish(world, day, rebulk_day=2))
         results = run_tpp(gateway.loader_url, feed, quality=True)
-        assert [r["status"] for r in results] == ["loaded"], results
+        assert [r.status for r in results] == ["loaded"], results
     assert [b[:3] for b in tpp_batches(loader, feed.id)] == [(f.name, "loaded", False) for f in folders]
     files = ledger_files(loader, feed.id)
     # every file of every folder is in the ledger, with its checksum and size
@@ -60,7 +61,7 @@ def test_bulk_deltas_and_a_rebulk_load_exactly_once_and_a_rerun_loads_nothing(ga
     assert {(r["batch_key"], r["file_name"]) for r in files} == set(delivered)
     for r in files:
         p = delivered[(r["batch_key"], r["file_name"])]
-        assert r["bytes"] == p.stat().st_size and r["sha256"] == emis_pipeline.sha256_of(p)
+        assert r["bytes"] == p.stat().st_size and r["sha256"] == sha256_of(p)
         assert Path(r["archive_path"]).read_bytes() == p.read_bytes()
         if r["status"] == "loaded":
             # rows in raw == rows in the file, per file (and so per table)
@@ -100,7 +101,7 @@ def test_windows_1252_names_arrive_intact_as_utf8(gateway, loader):
     with pytest.raises(UnicodeDecodeError):
         raw.decode("utf-8")  # it really is Windows-1252
     feed = gateway.feed("tpp_cp1252", ods)
-    assert run_tpp(gateway.loader_url, feed)[0]["status"] == "loaded"
+    assert run_tpp(gateway.loader_url, feed)[0].status == "loaded"
     def cp1252(name: str) -> str:  # what a SystmOne extract can carry (Windows-1252 has no 'Ł')
         return name.encode("cp1252", errors="replace").decode("cp1252")
 
@@ -148,7 +149,7 @@ def test_a_malformed_file_quarantines_the_batch_with_the_reason_and_loads_nothin
     _rewrite(folder / "SRCode.csv", edit)
     feed = gateway.feed(f"tpp_malformed_{edit.__name__.strip('_')}", ods)
     [err] = run_tpp(gateway.loader_url, feed)
-    assert isinstance(err, emis_pipeline.QuarantineError)
+    assert isinstance(err, QuarantineError)
     assert "SRCode.csv" in str(err) and why in str(err), str(err)
     [(key, status, late, rows, error)] = tpp_batches(loader, feed.id)
     assert status == "quarantined" and "SRCode.csv" in error and why in error
@@ -173,7 +174,7 @@ def test_a_missing_required_column_quarantines_until_released(gateway, loader):
     _rewrite(folder / "SRProblem.csv", drop_row_identifier)
     feed = gateway.feed("tpp_missing_column", ods)
     [err] = run_tpp(gateway.loader_url, feed)
-    assert isinstance(err, emis_pipeline.QuarantineError)
+    assert isinstance(err, QuarantineError)
     assert "SRProblem.csv: required column(s) missing from the header: RowIdentifier" in str(err)
     assert tpp_batches(loader, feed.id)[0][1] == "quarantined"
     assert tpp_count(loader, "srpatient", feed.id) == 0
@@ -185,7 +186,7 @@ def test_a_missing_required_column_quarantines_until_released(gateway, loader):
     batch_id = loader.execute("select batch_id from ingest.batches where feed_id = %s", (feed.id,)).fetchone()[0]
     assert "released" in status.release(loader, batch_id, "SRProblem re-sent")
     [res] = run_tpp(gateway.loader_url, feed)
-    assert res["status"] == "loaded"
+    assert res.status == "loaded"
     assert tpp_count(loader, "srproblem", feed.id) == file_rows(folder / "SRProblem.csv") > 0
     assert tpp_batches(loader, feed.id)[0][1:3] == ("loaded", False)
     assert any("SRProblem.csv: re-fetched with a new checksum" in e for e in events(loader, feed.id))
@@ -204,7 +205,7 @@ def test_an_unknown_column_is_kept_and_reported(gateway, loader):
 
     _rewrite(folder / "SRPatient.csv", add_column)
     feed = gateway.feed("tpp_unknown_column", ods)
-    assert run_tpp(gateway.loader_url, feed, quality=True)[0]["status"] == "loaded"
+    assert run_tpp(gateway.loader_url, feed, quality=True)[0].status == "loaded"
     n = file_rows(folder / "SRPatient.csv")
     assert tpp_count(loader, "srpatient", feed.id, suppliernewcolumn="new é") == n > 0
     [f] = [r for r in ledger_files(loader, feed.id) if r["file_name"] == "SRPatient.csv"]
@@ -218,10 +219,10 @@ def test_an_older_batch_arriving_late_is_loaded_and_flagged(gateway, loader):
     world = gateway.world(ods)
     feed = gateway.feed("tpp_late", ods)
     day0, day2 = gateway.publish(world, 0), gateway.publish(world, 2)
-    assert [r["late"] for r in run_tpp(gateway.loader_url, feed)] == [False, False]
+    assert [r.late for r in run_tpp(gateway.loader_url, feed)] == [False, False]
     day1 = gateway.publish(world, 1)  # the supplier sends the missing day afterwards
     [res] = run_tpp(gateway.loader_url, feed)
-    assert res["status"] == "loaded" and res["late"] is True
+    assert res.status == "loaded" and res.late is True
     assert [(k, s, late) for k, s, late, _, _ in tpp_batches(loader, feed.id)] == [
         (day0.name, "loaded", False), (day1.name, "loaded", True), (day2.name, "loaded", False)]
     assert any(f"{day1.name}: loaded late" in e for e in events(loader, feed.id))
@@ -239,15 +240,15 @@ def test_a_folder_without_its_manifest_or_with_a_missing_file_is_incomplete(gate
     from im1.transport.folder import FolderClient
 
     with FolderClient() as c:
-        found = tpp_pipeline.discover(c, feed, gateway.loader_url)
-    assert found.ready == [] and [b["missing_tables"] for b in found.incomplete] == [[tpp.MANIFEST]]
+        found = Pipeline(feed, gateway.loader_url).discover(c)
+    assert found.ready == [] and [b.missing for b in found.incomplete] == [[tpp.MANIFEST]]
     (folder / tpp.MANIFEST).write_bytes(manifest)
     (folder / "SRRota.csv").unlink()
     with FolderClient() as c:
-        found = tpp_pipeline.discover(c, feed, gateway.loader_url)
+        found = Pipeline(feed, gateway.loader_url).discover(c)
     [inc] = found.incomplete
-    assert found.ready == [] and inc["missing_tables"] == ["SRRota.csv"]
-    alert = emis_pipeline.quarantine_incomplete(feed, found.incomplete, gateway.loader_url, waited="6.0 h")
+    assert found.ready == [] and inc.missing == ["SRRota.csv"]
+    alert = Pipeline(feed, gateway.loader_url).quarantine_incomplete(found.incomplete, waited="6.0 h")
     assert f"batch(es) still incomplete after 6.0 h: {folder.name}: missing SRRota.csv" in alert
     [(key, status, _, _, error)] = tpp_batches(loader, feed.id)
     assert status == "quarantined" and "SRRota.csv named in SRManifest.csv still missing after 6.0 h" in error
@@ -259,7 +260,7 @@ def test_a_redelivered_extract_is_recognised_and_not_loaded_twice(gateway, loade
     world = gateway.world(ods)
     feed = gateway.feed("tpp_redelivery", ods)
     folder = gateway.publish(world, 0)
-    assert run_tpp(gateway.loader_url, feed)[0]["status"] == "loaded"
+    assert run_tpp(gateway.loader_url, feed)[0].status == "loaded"
     patients = tpp_count(loader, "srpatient", feed.id)
     # the same folder re-sent (same name): nothing to do
     shutil.rmtree(folder)
@@ -269,7 +270,7 @@ def test_a_redelivered_extract_is_recognised_and_not_loaded_twice(gateway, loade
     copy = folder.with_name(folder.name[:-4] + "0420")
     shutil.copytree(folder, copy)
     [err] = run_tpp(gateway.loader_url, feed)
-    assert isinstance(err, emis_pipeline.QuarantineError) and "duplicate delivery" in str(err)
+    assert isinstance(err, QuarantineError) and "duplicate delivery" in str(err)
     assert folder.name in str(err)
     assert tpp_count(loader, "srpatient", feed.id) == patients
     assert [(k, s) for k, s, *_ in tpp_batches(loader, feed.id)] == [(folder.name, "loaded"), (copy.name, "quarantined")]
@@ -280,7 +281,7 @@ def test_a_redelivered_extract_is_recognised_and_not_loaded_twice(gateway, loade
                          (feed.id, copy.name)).fetchone()[0]
     status.release(loader, dup, "load the re-sent copy too")
     [res] = run_tpp(gateway.loader_url, feed)
-    assert res["status"] == "loaded" and tpp_count(loader, "srpatient", feed.id) == 2 * patients
+    assert res.status == "loaded" and tpp_count(loader, "srpatient", feed.id) == 2 * patients
 
 
 def test_an_untrustworthy_manifest_quarantines_after_archiving(gateway, loader):
@@ -290,7 +291,7 @@ def test_an_untrustworthy_manifest_quarantines_after_archiving(gateway, loader):
     (folder / tpp.MANIFEST).write_text(text, "cp1252")
     feed = gateway.feed("tpp_bad_manifest", ods)
     [err] = run_tpp(gateway.loader_url, feed)
-    assert isinstance(err, emis_pipeline.QuarantineError)
+    assert isinstance(err, QuarantineError)
     assert "IsDelta of SRCode is 'maybe', expected Y or N" in str(err)
     assert tpp_count(loader, "srpatient", feed.id) == 0
     files = ledger_files(loader, feed.id)
@@ -302,7 +303,7 @@ def test_a_delivery_for_another_practice_fails_its_quality_check(gateway, loader
     gateway.publish(world, 0)
     feed = gateway.feed("tpp_misrouted", "Z93111")  # the gateway holds another practice's extract
     results = run_tpp(gateway.loader_url, feed, quality=True)
-    assert results[0]["status"] == "loaded"
+    assert results[0].status == "loaded"
     text = str(results[1])
     assert "SRPatient.idorganisationvisibleto" in text and "not Z93111" in text and "'Z93110'" in text
     [(key, status, _, _, error)] = tpp_batches(loader, feed.id)
@@ -324,7 +325,7 @@ def test_an_sftp_gateway_is_fetched_with_the_pinned_host_key(gateway, loader, sf
         "{kind: sftp, host: 127.0.0.1, port: " + str(sftp_server.port)
         + ", path: /tpp/reporting-group-1, conn_id: t_tpp_sftp}"))
     results = run_tpp(gateway.loader_url, feed, SftpClient(sftp_settings))
-    assert [r["status"] for r in results] == ["loaded", "loaded"]
+    assert [r.status for r in results] == ["loaded", "loaded"]
     assert tpp_count(loader, "srpatient", feed.id) == sum(
         file_rows(p) for p in gateway.root.glob("*/SRPatient.csv")) > 0
 

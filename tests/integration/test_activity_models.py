@@ -72,7 +72,7 @@ def _load(conn: psycopg.Connection, tables: dict[str, list[tuple]], extract_ts: 
 def _load_tpp(tmp_path, monkeypatch, loader_url: str, world: World, day: int) -> None:
     """A SystmOne batch folder through the TPP ingest functions (discover, fetch, load, quality)."""
     from im1.config import load_config
-    from im1.ingest import quality, tpp_pipeline
+    from im1.ingest.pipeline import Pipeline
     from im1.transport.folder import FolderClient
     from im1dev.synth import supplier
 
@@ -91,11 +91,8 @@ def _load_tpp(tmp_path, monkeypatch, loader_url: str, world: World, day: int) ->
     feed = load_config(feeds).feed(TPP_FEED)
     supplier.publish_tpp_day(world, day, gateway)
     with FolderClient() as client:
-        found = tpp_pipeline.discover(client, feed, loader_url)
-        fetched = [tpp_pipeline.fetch(client, feed, b, loader_url) for b in found.ready]
-    assert len(fetched) == 1
-    tpp_pipeline.load(feed, TPP_ODS, fetched[0], loader_url)
-    quality.check_batches([int(fetched[0]["batch_ids"][TPP_ODS])], loader_url)
+        results = Pipeline(feed, loader_url).run_once(client, quality=True)
+    assert [r.status for r in results] == ["loaded"], results
 
 
 INT_APPOINTMENTS = ("select supplier, practice_code, appointment_id, patient_id, session_id, practitioner_id, "

@@ -20,7 +20,7 @@ def loader_conn(warehouse):
 def _batch(conn, key):
     row = ledger.register_batch(conn, feed_id="t", supplier="emis", batch_key=key, organisation="Z90001",
                                 extract_ts="2026-11-02 02:00", file_count=1)
-    fid = ledger.upsert_file(conn, batch_id=row.batch_id, file_name=f"{key}.csv", table_name="Admin_Location",
+    fid = ledger.record_fetched_file(conn, batch_id=row.batch_id, file_name=f"{key}.csv", table_name="Admin_Location",
                              remote_path=None, archive_path=None, size=1, sha256="x")
     return row.batch_id, fid
 
@@ -82,7 +82,7 @@ def test_malformed_csv_fails_the_copy_and_loads_nothing(loader_conn, tmp_path):
 
 def test_row_numbers_restart_for_each_file_in_one_transaction(loader_conn, tmp_path):
     batch_id, first = _batch(loader_conn, "rownum-test")
-    second = ledger.upsert_file(loader_conn, batch_id=batch_id, file_name="second.csv", table_name="Admin_Location",
+    second = ledger.record_fetched_file(loader_conn, batch_id=batch_id, file_name="second.csv", table_name="Admin_Location",
                                 remote_path=None, archive_path=None, size=1, sha256="y")
     set_load_context(loader_conn, feed_id="t", organisation="Z90001", batch_id=batch_id)
     for fid, n in ((first, 25_000), (second, 3)):

@@ -45,7 +45,7 @@ def ingest(site, feed, *, check: bool = True) -> list[int]:
     results = run_core(site, feed)
     bad = [r for r in results if isinstance(r, Exception)]
     assert not bad, bad
-    ids = [r["batch_id"] for r in results if not r.get("skipped")]
+    ids = [r.batch_id for r in results if not r.skipped]
     if check:
         passed(site, ids)
     log.info("ingest of %d batch(es): %.1fs", len(ids), time.monotonic() - t0)

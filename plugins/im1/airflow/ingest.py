@@ -19,10 +19,10 @@ Shape::
   ``quality`` (Great Expectations from the spec), which publishes the feed-and-organisation
   Asset through an AssetAlias only when that organisation's rows changed and passed.
 
-The supplier's steps live in :mod:`im1.ingest.emis_pipeline` and :mod:`im1.ingest.tpp_pipeline`
-(same shapes: ``discover``, ``fetch``, ``PlannedBatch``); TPP feeds are organisation extracts, so
-they have no ``stage``/``cleanup``. Everything heavy is imported inside the tasks, so parsing
-stays cheap.
+Every task is a few lines around one step of the feed's :class:`im1.ingest.pipeline.Pipeline`
+(the same object the tests, benchmarks and the demo drive); the delivery kind's differences live
+in its adapter (:mod:`im1.ingest.adapters`). Only multi-organisation feeds have ``stage`` and
+``cleanup``. Everything heavy is imported inside the tasks, so parsing stays cheap.
 """
 
 from __future__ import annotations
@@ -126,15 +126,20 @@ def _until(data_interval_end, feed: Feed) -> dt.datetime | None:
     return pendulum.instance(data_interval_end).in_timezone(feed.timezone).naive()
 
 
-def _pipeline(feed: Feed):
-    """The supplier's ingest steps (imported at run time, never while the DAG file is parsed)."""
-    if feed.supplier == "tpp":
-        from im1.ingest import tpp_pipeline
+def _pipeline(feed: Feed, *, key: bool = False):
+    """The feed's ingest pipeline, with its warehouse connection (and PGP key) from Airflow
+    connections; imported when a task runs, never while the DAG file is parsed."""
+    from im1.airflow import connections
+    from im1.ingest.pipeline import Pipeline
 
-        return tpp_pipeline
-    from im1.ingest import emis_pipeline
+    return Pipeline(feed, connections.postgres_conninfo(CONN_LOADER),
+                    key=connections.pgp_key(feed) if key and feed.supplier == "emis" else None)
 
-    return emis_pipeline
+
+def _fetched(items: list[dict]):
+    from im1.ingest.model import FetchedBatch
+
+    return [FetchedBatch.from_dict(b) for b in items]
 
 
 def _waited(seconds: float) -> str:
@@ -176,68 +181,59 @@ def build_ingest_dag(feed: Feed) -> DAG:
 
         @task
         def discover(data_interval_end=None) -> dict:
-            from dataclasses import asdict
-
             from airflow.sdk.exceptions import AirflowSkipException
 
             from im1.airflow import connections
 
-            conninfo = connections.postgres_conninfo(CONN_LOADER)
             until = _until(data_interval_end, feed)
             with connections.transport_client(feed) as client:
-                found = _pipeline(feed).discover(client, feed, conninfo, until=until)
-            print(f"complete batches to load: {[b.batch_key for b in found.ready]}; incomplete: {found.incomplete}; "
-                  f"already done: {len(found.already_loaded)}; after this interval: {found.after_interval}")
+                found = _pipeline(feed).discover(client, until=until)
+            print(f"complete batches to load: {[b.batch_key for b in found.ready]}; incomplete: "
+                  f"{[(b.batch_key, b.what) for b in found.incomplete]}; already done: {len(found.already_loaded)}; "
+                  f"after this interval: {found.after_interval}")
             if found.foreign_files:
                 print(f"files that are not {feed.supplier.upper()} extracts for this feed (ignored): "
                       f"{found.foreign_files}")
             if not found.ready and not found.incomplete:
                 raise AirflowSkipException("no new batch for this interval")
-            return {"ready": [asdict(b) for b in found.ready], "incomplete": found.incomplete,
-                    "until": until.isoformat() if until else None}
+            return {**found.to_dict(), "until": until.isoformat() if until else None}
 
         @task.sensor(poke_interval=poke_seconds(), timeout=SENSOR_BACKSTOP, mode="reschedule")
         def wait_for_batch(discovered: dict, params=None):
-            from dataclasses import asdict
-
             from airflow.sdk import PokeReturnValue, get_current_context, timezone
             from airflow.sdk.exceptions import AirflowFailException
 
+            from im1.airflow import connections
+
             if not discovered["incomplete"]:
                 return PokeReturnValue(is_done=True, xcom_value={"ready": discovered["ready"]})
-            from im1.airflow import connections
-            from im1.ingest import emis_pipeline
-
-            conninfo = connections.postgres_conninfo(CONN_LOADER)
             until = dt.datetime.fromisoformat(discovered["until"]) if discovered["until"] else None
+            pipe = _pipeline(feed)
             with connections.transport_client(feed) as client:
-                found = _pipeline(feed).discover(client, feed, conninfo, until=until)
+                found = pipe.discover(client, until=until)
             if not found.incomplete:
                 print(f"every batch is complete: {[b.batch_key for b in found.ready]}")
-                return PokeReturnValue(is_done=True, xcom_value={"ready": [asdict(b) for b in found.ready]})
+                return PokeReturnValue(is_done=True, xcom_value={"ready": [b.to_dict() for b in found.ready]})
             context = get_current_context()
             now = timezone.utcnow()
             started = context["ti"].get_first_reschedule_date(context) or now
             waited = (now - started).total_seconds()
             deadline = float(params["batch_deadline_hours"]) * 3600
             if waited >= deadline:
-                alert = emis_pipeline.quarantine_incomplete(feed, found.incomplete, conninfo,
-                                                            waited=_waited(max(waited, deadline)))
-                raise AirflowFailException(alert)
-            print(f"waiting ({_waited(waited)} of {_waited(deadline)}) for: " + "; ".join(
-                f"{b['batch_key']} missing {', '.join(b['missing_tables'])}" for b in found.incomplete))
+                raise AirflowFailException(pipe.quarantine_incomplete(found.incomplete,
+                                                                      waited=_waited(max(waited, deadline))))
+            print(f"waiting ({_waited(waited)} of {_waited(deadline)}) for: "
+                  + "; ".join(f"{b.batch_key} missing {', '.join(b.missing)}" for b in found.incomplete))
             return PokeReturnValue(is_done=False)
 
         @task
         def fetch(plan: dict) -> list[dict]:
             from im1.airflow import connections
+            from im1.ingest.model import PlannedBatch
 
-            conninfo = connections.postgres_conninfo(CONN_LOADER)
             pipe = _pipeline(feed)
-            out = []
             with connections.transport_client(feed) as client:
-                for b in plan["ready"]:
-                    out.append(pipe.fetch(client, feed, pipe.PlannedBatch.from_dict(b), conninfo))
+                out = [pipe.fetch(client, PlannedBatch.from_dict(b)).to_dict() for b in plan["ready"]]
             lineage.record_fetch(feed, out)
             return out
 
@@ -246,20 +242,17 @@ def build_ingest_dag(feed: Feed) -> DAG:
             """Shared tables into raw once (organisation '*'); per-practice files COPYed once into staging."""
             from airflow.sdk.exceptions import AirflowFailException
 
-            from im1.airflow import connections
-            from im1.ingest import multi_org
-            from im1.ingest.emis_pipeline import QuarantineError
+            from im1.ingest.errors import QuarantineError
 
-            conninfo = connections.postgres_conninfo(CONN_LOADER)
-            key = connections.pgp_key(feed)
+            pipe = _pipeline(feed, key=True)
             out, bad = [], []
-            for b in fetched:
+            for b in _fetched(fetched):
                 try:
-                    out.append(multi_org.stage(feed, b, key, conninfo))
+                    out.append(pipe.stage(b))
                 except QuarantineError as err:
                     bad.append(str(err))
             print(f"staged: {out}")
-            lineage.record_stage(feed, fetched, conninfo, out)
+            lineage.record_stage(feed, fetched, pipe.conninfo, out)
             if bad:
                 raise AirflowFailException(" | ".join(bad))
             return out
@@ -269,32 +262,22 @@ def build_ingest_dag(feed: Feed) -> DAG:
             from airflow.sdk import get_current_context
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-            from im1.airflow import connections
-            from im1.ingest import emis_pipeline, multi_org, tpp_pipeline
-            from im1.ingest.emis_pipeline import QuarantineError
+            from im1.ingest.errors import QuarantineError
 
             get_current_context()["ods_code"] = ods_code
             if ods_code == SHARED:  # loaded by `stage`; `quality` checks it
                 return {"ods_code": ods_code, "rows": None, "batches": []}
-            conninfo = connections.postgres_conninfo(CONN_LOADER)
-            if feed.supplier == "tpp":
-                def step(feed, ods_code, b, _key, conninfo):
-                    return tpp_pipeline.load(feed, ods_code, b, conninfo)
-
-                key = None
-            else:
-                key = connections.pgp_key(feed)
-                step = multi_org.load_org if multi else emis_pipeline.load
+            pipe = _pipeline(feed, key=True)
             results, quarantined = [], []
             # oldest first: batches are applied in extract-timestamp order
-            for b in sorted(fetched, key=lambda x: x["extract_ts"]):
+            for b in sorted(_fetched(fetched), key=lambda x: x.extract_ts):
                 try:
-                    results.append(step(feed, ods_code, b, key, conninfo))
+                    results.append(pipe.load(ods_code, b).to_dict())
                 except QuarantineError as err:
                     quarantined.append(str(err))
             rows = sum(r["rows"] for r in results)
             print(f"{ods_code}: {rows} rows loaded from {len(results)} batch(es): {results}")
-            lineage.record_load(feed, ods_code, fetched, conninfo, results)
+            lineage.record_load(feed, ods_code, fetched, pipe.conninfo, results)
             if quarantined:
                 raise AirflowFailException(" | ".join(quarantined))
             if all(r.get("skipped") for r in results):
@@ -306,14 +289,11 @@ def build_ingest_dag(feed: Feed) -> DAG:
             from airflow.sdk import get_current_context
             from airflow.sdk.exceptions import AirflowFailException
 
-            from im1.airflow import connections
             from im1.ingest import quality as gxq
 
             get_current_context()["ods_code"] = ods_code
-            conninfo = connections.postgres_conninfo(CONN_LOADER)
-            batch_ids = [int(b["batch_ids"][ods_code]) for b in fetched if ods_code in b["batch_ids"]]
             try:
-                results = gxq.check_batches(batch_ids, conninfo)
+                results = _pipeline(feed).quality(ods_code, _fetched(fetched))
             except gxq.QualityError as err:
                 raise AirflowFailException(f"{err} (Data Docs: {gxq.data_docs_index()})") from err
             rows = sum(r.rows for r in results)
@@ -340,12 +320,9 @@ def build_ingest_dag(feed: Feed) -> DAG:
             @teardown
             def cleanup(fetched: list[dict]) -> None:
                 """Drop the staging tables of this run's deliveries (rebuilt from the archive if needed)."""
-                from im1.airflow import connections
-                from im1.ingest import multi_org
-
-                conninfo = connections.postgres_conninfo(CONN_LOADER)
-                for b in fetched:
-                    multi_org.cleanup(feed, b, conninfo, force=True)
+                pipe = _pipeline(feed)
+                for b in _fetched(fetched):
+                    pipe.cleanup(b, force=True)
 
             dropped = cleanup(fetched)
             staged >> dropped  # `stage` is its setup: cleared together, and it drops what stage built

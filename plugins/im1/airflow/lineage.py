@@ -129,11 +129,12 @@ def record_stage(feed, fetched: list[dict], conninfo: str, staged: list[dict]) -
 
 
 def files_loaded_by(feed, ods_code: str, fetched: dict) -> list[dict]:
-    """The files of a fetched batch whose rows the ``load`` (or, for ``*``, ``stage``) step puts in raw."""
-    if feed.extract != "multi_organisation":
-        return [f for f in fetched["files"] if f.get("load", True)]  # a TPP manifest is archived, not loaded
-    shared = [f for f in fetched["files"] if f["table"] in specs.EMIS_SHARED_TABLES]
-    return shared if ods_code == "*" else [f for f in fetched["files"] if f["table"] not in specs.EMIS_SHARED_TABLES]
+    """The files of a fetched batch whose rows the ``load`` (or, for ``*``, ``stage``) step puts in raw
+    (the feed's adapter decides: a TPP manifest is archived, not loaded; shared tables go in as ``*``)."""
+    from im1.ingest.adapters import adapter_for
+    from im1.ingest.model import FetchedBatch
+
+    return [f.to_dict() for f in adapter_for(feed).rows_into_raw(ods_code, FetchedBatch.from_dict(fetched))]
 
 
 def record_load(feed, ods_code: str, fetched: list[dict], conninfo: str, results: list[dict] | None = None) -> None:

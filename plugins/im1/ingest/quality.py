@@ -49,7 +49,6 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from im1 import paths, specs
 from im1.ingest import ledger
@@ -239,16 +238,6 @@ def _describe(table: str, cfg_type: str, column: str | None, observed: dict, exp
     return f"{table}.{column}: {n} {what} value(s)" + (f", e.g. {eg}" if eg else "")
 
 
-def _loaded_files(conn: psycopg.Connection, batch_id: int) -> list[dict]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            """select file_id, table_name, rows_in_file, rows_loaded, coalesce(schema_version, %s) as version
-                 from ingest.files where batch_id = %s and status = 'loaded' order by table_name""",
-            (specs.LATEST_EMIS_VERSION, batch_id),
-        )
-        return cur.fetchall()
-
-
 def check_batches(batch_ids: list[int], conninfo: str, *, root: Path | None = None) -> list[BatchQuality]:
     """Run the spec-driven GX checks on loaded raw batches; record every result in the ledger.
 
@@ -292,7 +281,7 @@ def _check_one(ctx, gx, gxe, RunIdentifier, row: ledger.BatchRow, conninfo: str,
     supplier = row.supplier or "emis"
     schema = RAW_SCHEMAS[supplier]
     with psycopg.connect(conninfo) as conn:
-        files = _loaded_files(conn, row.batch_id)
+        files = ledger.loaded_files(conn, row.batch_id, specs.LATEST_EMIS_VERSION)
     ds = ctx.data_sources.add_or_update_postgres(name=DATASOURCE, connection_string="${" + URL_ENV + "}")
     for name in list(ds.get_asset_names()):
         ds.delete_asset(name)
@@ -354,18 +343,11 @@ def _check_one(ctx, gx, gxe, RunIdentifier, row: ledger.BatchRow, conninfo: str,
                                 + (f" ({observed['exception']})" if "exception" in observed else ""))
     rows = sum(int(f["rows_loaded"] or 0) for f in files)
     with psycopg.connect(conninfo) as conn:
-        with conn.cursor() as cur:
-            cur.executemany(
-                """insert into ingest.quality_checks (batch_id, file_id, table_name, expectation, column_name,
-                                                      success, observed_value, run_id)
-                   values (%s, %s, %s, %s, %s, %s, %s, %s)""",
-                records,
-            )
+        ledger.record_quality_checks(conn, records)
         if failures:
             _quarantine_failed(conn, row, [f["table_name"] for f in files], failures)
         else:
-            conn.execute("update ingest.batches set quality_status = 'passed', quality_checked_at = now() "
-                         "where batch_id = %s", (row.batch_id,))
+            ledger.quality_passed(conn, row.batch_id)
         conn.commit()
     log.info("quality of batch %s (%s %s): %d checks, %d failed, %.1fs", row.batch_id, row.batch_key,
              row.organisation, n_checks, len(failures), time.monotonic() - t0)
@@ -378,9 +360,5 @@ def _quarantine_failed(conn: psycopg.Connection, row: ledger.BatchRow, tables: l
     for table in tables:
         conn.execute(sql.SQL("delete from {} where _batch_id = %s").format(
             sql.Identifier(schema, specs.raw_table_name(table))), (row.batch_id,))
-    conn.execute("update ingest.files set status = 'quarantined' where batch_id = %s and status = 'loaded'",
-                 (row.batch_id,))
-    conn.execute("update ingest.batches set quality_status = 'failed', quality_checked_at = now() where batch_id = %s",
-                 (row.batch_id,))
     reason = "quality check failed (rows removed from raw): " + "; ".join(failures)
-    ledger.quarantine(conn, row.batch_id, reason[:4000], feed_id=row.feed_id)
+    ledger.quality_failed(conn, row, reason[:4000])

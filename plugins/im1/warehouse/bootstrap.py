@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 RAW_SCHEMAS = {"emis": "raw_emis", "tpp": "raw_tpp"}
 # Multi-organisation deliveries are COPYed once into UNLOGGED tables here, then split per
-# organisation into raw (see im1.ingest.multi_org); the tables live only while a batch is loading.
+# organisation into raw (see im1.ingest.adapters.EmisMultiOrganisation); the tables live only while a batch is loading.
 STAGE_SCHEMAS = {"emis": "stage_emis"}
 INGEST_SCHEMA = "ingest"
 # dbt layers (the dbt project's generate_schema_name macro uses these names verbatim)

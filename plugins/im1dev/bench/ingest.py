@@ -5,7 +5,7 @@ database ``im1_bench``:
 
 (a) ``gpg --decrypt file | psql -c "\\copy bench.carerecord_observation (cols) from stdin with
     (format csv, header true)"`` into a plain table with the same text columns;
-(b) the platform's ingest of the same file (``im1.ingest.emis_pipeline.load``: decrypt overlapped
+(b) the platform's ingest of the same file (``im1.ingest.pipeline.Pipeline.load``: decrypt overlapped
     with COPY, header validation against the spec, metadata columns, ledger), in a subprocess whose
     peak memory (max RSS) is read, at 2 million and at 4 million rows;
 (c) for information, the multi-organisation path on the same file (COPY once into UNLOGGED
@@ -125,39 +125,23 @@ def feed_config(extract: str = "organisation"):
 
 
 def register(conninfo: str, feed, batch: dict, rows: int) -> dict:
-    """Ledger rows for the batch, as ``fetch`` leaves them (the files are already 'archived')."""
+    """The batch fetched by the platform's own fetch step from the cached files (hard links, so the
+    transport is not what is measured here); returns the fetched batch as the load step gets it."""
     import psycopg
 
-    from im1.ingest import ledger
-    from im1.ingest.emis_pipeline import PlannedBatch, PlannedFile, files_for
+    from im1.ingest.model import PlannedBatch, PlannedFile
+    from im1.ingest.pipeline import Pipeline
+    from im1dev.bench.transform import LocalSite
 
     key = f"bench_{rows}@{EXTRACT_TS:%Y%m%d%H%M%S}"
-    planned = PlannedBatch(key, EXTRACT_TS.isoformat(), AGREEMENT, True,
-                           [PlannedFile(f["table"], f["name"], "/bench/" + f["name"],
-                                        Path(f["archive_path"]).stat().st_size) for f in batch["files"]])
-    ids: dict[str, int] = {}
+    folder = Path(batch["files"][0]["archive_path"]).parent
+    planned = PlannedBatch(key, EXTRACT_TS.isoformat(), expected_version=specs.LATEST_EMIS_VERSION, is_bulk=True,
+                           files=[PlannedFile(f["table"], f["name"], "/" + f["name"],
+                                              Path(f["archive_path"]).stat().st_size) for f in batch["files"]])
     with psycopg.connect(conninfo) as conn:
         conn.execute("delete from ingest.batches where feed_id = %s", (feed.id,))
-        delivery = None
-        if feed.extract == "multi_organisation":
-            delivery = ledger.register_batch(conn, feed_id=feed.id, supplier="emis", batch_key=key,
-                                             organisation=ledger.SHARED, extract_ts=EXTRACT_TS,
-                                             file_count=21).batch_id
-            ids[ledger.SHARED] = delivery
-        for o in feed.organisations:
-            ids[o.ods_code] = ledger.register_batch(conn, feed_id=feed.id, supplier="emis", batch_key=key,
-                                                    organisation=o.ods_code, extract_ts=EXTRACT_TS, file_count=21,
-                                                    delivery_batch_id=delivery).batch_id
-        for org, bid in ids.items():
-            for pf in files_for(feed, org, planned):
-                ledger.upsert_file(conn, batch_id=bid, file_name=pf.name, table_name=pf.table,
-                                   remote_path=pf.remote_path, archive_path=str(Path(batch["files"][0]["archive_path"])
-                                                                                .parent / pf.name),
-                                   size=pf.size, sha256="(bench)")
-            ledger.set_status(conn, bid, "fetched")
         conn.commit()
-    return {"batch_key": key, "extract_ts": EXTRACT_TS.isoformat(), "batch_ids": ids, "files": batch["files"],
-            "expected_version": specs.LATEST_EMIS_VERSION}
+    return Pipeline(feed, conninfo, archive=bench_dir() / "archive" / feed.id).fetch(LocalSite(folder), planned).to_dict()
 
 
 # -- (a) ----------------------------------------------------------------------------------------
@@ -211,23 +195,22 @@ def run_raw_pipeline(bwh, key: dict, obs_file: Path, rows: int) -> float:
 def child(args: dict) -> None:
     import psycopg
 
-    from im1.ingest import emis_pipeline, multi_org
     from im1.ingest.credentials import PgpKey
+    from im1.ingest.model import FetchedBatch
+    from im1.ingest.pipeline import Pipeline
 
     feed = feed_config(args["extract"])
-    key = PgpKey(args["secret"], PASSPHRASE)
-    fetched = args["fetched"]
+    pipe = Pipeline(feed, args["conninfo"], key=PgpKey(args["secret"], PASSPHRASE))
+    fetched = FetchedBatch.from_dict(args["fetched"])
     out: dict = {}
     t0 = time.monotonic()
     if args["extract"] == "organisation":
-        r = emis_pipeline.load(feed, feed.organisations[0].ods_code, fetched, key, args["conninfo"])
-        out["rows"] = r["rows"]
+        out["rows"] = pipe.load(feed.organisations[0].ods_code, fetched).rows
     else:
-        s = multi_org.stage(feed, fetched, key, args["conninfo"])
+        s = pipe.stage(fetched)
         out["stage_seconds"] = time.monotonic() - t0
         t1 = time.monotonic()
-        out["rows"] = sum(multi_org.load_org(feed, o.ods_code, fetched, key, args["conninfo"])["rows"]
-                          for o in feed.organisations)
+        out["rows"] = sum(pipe.load(o.ods_code, fetched).rows for o in feed.organisations)
         out["move_seconds"] = time.monotonic() - t1
         out["staged"] = s["staged_rows"]
     out["seconds"] = time.monotonic() - t0

@@ -192,28 +192,26 @@ def feed_config():
 
 def ingest(bwh, site: LocalSite, key: dict, *, until: dt.datetime | None) -> dict:
     """discover -> fetch -> load -> quality for every ready batch before ``until`` (as the DAG does)."""
-    from im1.ingest import emis_pipeline, quality
     from im1.ingest.credentials import PgpKey
+    from im1.ingest.pipeline import Pipeline
     from im1.warehouse import LOADER
 
-    feed = feed_config()
-    conninfo = bwh.role_url(LOADER)
-    pgp = PgpKey(key["secret"], PASSPHRASE)
+    pipe = Pipeline(feed_config(), bwh.role_url(LOADER), key=PgpKey(key["secret"], PASSPHRASE))
     t0 = time.monotonic()
-    found = emis_pipeline.discover(site, feed, conninfo, until=until)  # type: ignore[arg-type]
+    found = pipe.discover(site, until=until)
     assert found.ready and not found.incomplete, found
     rows = 0
     ids = []
     t_load = t_quality = 0.0
     for b in found.ready:
-        fetched = emis_pipeline.fetch(site, feed, b, conninfo)  # type: ignore[arg-type]
+        fetched = pipe.fetch(site, b)
         t1 = time.monotonic()
-        r = emis_pipeline.load(feed, ODS, fetched, pgp, conninfo)
+        r = pipe.load(ODS, fetched)
         t_load += time.monotonic() - t1
-        rows += r["rows"]
-        ids.append(r["batch_id"])
+        rows += r.rows
+        ids.append(r.batch_id)
         t1 = time.monotonic()
-        q = quality.check_batches([r["batch_id"]], conninfo)
+        q = pipe.quality(ODS, [fetched])
         t_quality += time.monotonic() - t1
         assert all(x.success for x in q), q
     return {"batches": [b.batch_key for b in found.ready], "batch_ids": ids, "rows": rows,
