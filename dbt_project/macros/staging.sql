@@ -191,9 +191,13 @@ where not is_deleted
 
 {#- Shared care (im1-formats.md 3.8): recorded at an organisation (IDOrganisationRegisteredAt) that
     is not the practice and where the patient has no GMS registration, so the practice is not the
-    data controller. ``g`` is the row's stg_tpp__gms_organisations match (left join). -#}
-{% macro tpp_is_shared_care(r='r', g='g') -%}
-    coalesce({{ r }}.id_organisation_registered_at <> {{ r }}.practice_code and {{ g }}.organisation is null, false)
+    data controller. An uncorrelated IN, so PostgreSQL hashes the GMS map once whatever it
+    estimates (a join here can be planned as a nested loop over every row pair). -#}
+{% macro tpp_is_shared_care(r='r') -%}
+    coalesce({{ r }}.id_organisation_registered_at <> {{ r }}.practice_code
+             and not coalesce(({{ r }}.practice_code, {{ r }}.id_patient, {{ r }}.id_organisation_registered_at) in (
+                 select g.practice_code, g.id_patient, g.organisation from {{ ref('stg_tpp__gms_organisations') }} as g
+             ), false), false)
 {%- endmacro %}
 
 {% macro tpp_has_shared_care(columns) -%}
@@ -202,7 +206,7 @@ where not is_deleted
 {%- endmacro %}
 
 {#- The lineage columns every TPP staging view ends with, and the shared-care flag. -#}
-{% macro tpp_outputs(columns, r='r', g='g') -%}
+{% macro tpp_outputs(columns, r='r') -%}
     {%- for n in im1_staged_names(columns) %}
     {{ r }}.{{ n }},
     {%- endfor %}
@@ -210,16 +214,7 @@ where not is_deleted
     {{ r }}.feed_id,
     {{ r }}.batch_id,
     {{ r }}.extract_ts,
-    {{ tpp_is_shared_care(r, g) if tpp_has_shared_care(columns) else 'false' }} as is_shared_care
-{%- endmacro %}
-
-{% macro tpp_gms_join(columns, r='r', g='g') -%}
-    {%- if tpp_has_shared_care(columns) %}
-left join {{ ref('stg_tpp__gms_organisations') }} as {{ g }}
-    on {{ g }}.practice_code = {{ r }}.practice_code
-   and {{ g }}.id_patient = {{ r }}.id_patient
-   and {{ g }}.organisation = {{ r }}.id_organisation_registered_at
-    {%- endif %}
+    {{ tpp_is_shared_care(r) if tpp_has_shared_care(columns) else 'false' }} as is_shared_care
 {%- endmacro %}
 
 {#- A view: the current state of a small TPP file, shared-care rows kept and flagged. -#}
@@ -249,7 +244,6 @@ select
     {{- tpp_outputs(columns) }}
 from ranked as r
 left join full_files as f on f.practice_code = r.practice_code
-{{- tpp_gms_join(columns) }}
 where r.recency = 1
   and not r.is_deleted
   and not {{ tpp_superseded() }}
@@ -320,6 +314,5 @@ select
     {{- tpp_outputs(columns) }},
     r.applied_at
 from {{ ref('base_tpp__' ~ file) }} as r
-{{- tpp_gms_join(columns) }}
 where not r.is_deleted
 {%- endmacro %}
