@@ -19,14 +19,16 @@ DBT_SRC   := $(shell find $(DBT_DIR)/models $(DBT_DIR)/macros $(DBT_DIR)/seeds $
              $(DBT_DIR)/dbt_project.yml
 PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
 
-.PHONY: help venv manifest demo test lint airflow docs lock clean reset warehouse-stop bench-ingest bench-transform
+.PHONY: help venv manifest demo test test-unit lint airflow docs lock clean reset warehouse-stop bench-ingest bench-transform bench-parse
 
 help:
 	@echo "make demo     run the platform end to end on synthetic data (prints the list-size mart)"
 	@echo "make test     run the whole test suite"
+	@echo "make test-unit  the fast lane: tests that need no service (no PostgreSQL, Airflow database or SFTP), under a minute"
 	@echo "make airflow  local Airflow UI + scheduler over the demo's state (http://localhost:8080)"
 	@echo "make docs     build the dbt docs and GX Data Docs and serve them (http://127.0.0.1:8081)"
 	@echo "make bench-ingest  time the platform's load against gpg | psql \\copy (2M/4M rows; not part of make test)"
+	@echo "make bench-parse  time parsing the DAG folder for 1, 50, 200 and 1,000 configured feeds"
 	@echo "make bench-transform  time a full dbt build against a one-day delta run (35,000-patient practice)"
 	@echo "make lint     ruff"
 	@echo "make lock     re-resolve requirements.txt from requirements.in"
@@ -58,6 +60,9 @@ test: $(STAMP) $(MANIFEST)
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+test-unit: $(STAMP)
+	$(BIN)/pytest -m "unit and not integration" -n 2 -q
+
 # Not part of `make test`: generates (once, cached under .im1/bench/) and loads millions of rows.
 bench-ingest: $(STAMP)
 	$(BIN)/python -m im1dev.bench.ingest
@@ -66,6 +71,11 @@ bench-ingest: $(STAMP)
 # BENCH_ARGS="--keep-bulk" keeps the database after the bulk's ingest; "--reuse-bulk" starts from it.
 bench-transform: $(STAMP) $(MANIFEST)
 	$(BIN)/python -m im1dev.bench.transform $(BENCH_ARGS)
+
+# Not part of `make test`: a feeds file of N organisation feeds, parsed (and serialised) in a fresh
+# interpreter as the DAG processor would, for N = 1, 50, 200 and 1,000.
+bench-parse: $(STAMP) $(MANIFEST)
+	$(BIN)/python -m im1dev.bench.parse
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,8 +1,9 @@
 """Test session set-up: real PostgreSQL, real gpg, real SFTP, real Airflow.
 
-Before anything imports Airflow, the session gets its own state folder, a PostgreSQL (a fresh
-embedded cluster, or scratch databases on the server named by ``IM1_TEST_DATABASE_URL``), a
-bootstrapped warehouse and a migrated Airflow metadata database. Everything is torn down at the
+Before anything imports Airflow, the session names its own state folder and database URLs. Once the
+tests are collected, and only if a selected test is not marked ``unit``, it starts a PostgreSQL (a
+fresh embedded cluster, or scratch databases on the server named by ``IM1_TEST_DATABASE_URL``),
+bootstraps the warehouse and migrates the Airflow metadata database. Everything is torn down at the
 end, including the embedded server.
 """
 
@@ -22,27 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 _SESSION: dict = {}
 
 
-def _scratch_databases(url: str) -> tuple[str, str, str]:
-    import psycopg
-    from psycopg import sql
-
-    from im1.warehouse import Warehouse
-
-    suffix = uuid.uuid4().hex[:8]
-    wh_db, af_db = f"im1_test_{suffix}", f"airflow_test_{suffix}"
-    admin = Warehouse(admin_url=url)
-    with psycopg.connect(admin.url_for("postgres"), autocommit=True) as conn:
-        for db in (wh_db, af_db):
-            conn.execute(sql.SQL("create database {}").format(sql.Identifier(db)))
-    return admin.url_for(wh_db), admin.url_for(af_db), admin.url_for("postgres")
-
-
 def _xdist_controller(config: pytest.Config) -> bool:
     """True in the process that only hands tests to pytest-xdist workers (``-n``): it runs none."""
     return bool(getattr(config.option, "numprocesses", None)) and "PYTEST_XDIST_WORKER" not in os.environ
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Name everything the session will use (state folder, database URLs, Airflow settings) before
+    any test module imports Airflow; start nothing yet (see :func:`_start_services`)."""
     if os.environ.get("IM1_TEST_SESSION_READY") or _xdist_controller(config):
         return
     # each session (each xdist worker) gets a state folder, a PostgreSQL, a warehouse, an Airflow
@@ -54,34 +42,53 @@ def pytest_configure(config: pytest.Config) -> None:
     _SESSION["state"] = state
 
     from im1.warehouse import Warehouse
-    from im1.warehouse.bootstrap import bootstrap
     from im1dev import runtime
-    from im1dev.embedded import EmbeddedPostgres
+    from im1dev.embedded import EmbeddedPostgres, free_port
 
     url = os.environ.get("IM1_TEST_DATABASE_URL")
     if url:
-        wh_url, af_url, maint = _scratch_databases(url)
-        _SESSION["drop"] = (maint, [wh_url.rsplit("/", 1)[1], af_url.rsplit("/", 1)[1]])
-        wh = Warehouse(admin_url=wh_url, embedded=False)
+        # scratch databases on a server someone else runs, named now, created when first needed
+        suffix = uuid.uuid4().hex[:8]
+        admin = Warehouse(admin_url=url)
+        wh = Warehouse(admin_url=admin.url_for(f"im1_test_{suffix}"), embedded=False)
+        af_url = admin.url_for(f"airflow_test_{suffix}")
+        _SESSION["external"] = (admin.url_for("postgres"), [f"im1_test_{suffix}", f"airflow_test_{suffix}"])
     else:
-        server = EmbeddedPostgres(state / "pg", durable=False)
-        server.ensure_started()
+        # the port is pinned now so that every URL is known before the server exists
+        server = EmbeddedPostgres(state / "pg", durable=False, port=free_port())
         _SESSION["server"] = server
         wh = Warehouse(admin_url=server.url("im1"), embedded=True)
         af_url = server.url("airflow")
     os.environ["IM1_WAREHOUSE_URL"] = wh.admin_url
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = af_url.replace("postgresql://", "postgresql+psycopg2://", 1)
-    bootstrap(wh)
-    if not url:
-        from im1.warehouse.bootstrap import ensure_database
-
-        ensure_database(wh, "airflow")
     env = runtime.local_env(wh)
     env["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
     env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
     os.environ.update(env)
     os.environ["IM1_TEST_SESSION_READY"] = "1"
-    _SESSION["warehouse"] = wh
+    _SESSION["planned_warehouse"] = wh
+
+
+def _start_services() -> None:
+    """PostgreSQL, the bootstrapped warehouse, the Airflow metadata database and the dbt manifest:
+    started once per session (per xdist worker), and only when a selected test is not a unit test.
+    ``airflow db migrate`` (the slowest part) runs while the warehouse is bootstrapped."""
+    from im1.warehouse.bootstrap import bootstrap, ensure_database
+
+    wh = _SESSION["planned_warehouse"]
+    external = _SESSION.get("external")
+    if external:
+        import psycopg
+        from psycopg import sql
+
+        maint, dbs = external
+        with psycopg.connect(maint, autocommit=True) as conn:
+            for db in dbs:
+                conn.execute(sql.SQL("create database {}").format(sql.Identifier(db)))
+        _SESSION["drop"] = external
+    else:
+        _SESSION["server"].ensure_started()
+        ensure_database(wh, "airflow")
     # the transform DAG loads the dbt manifest; build it if this is a bare `pytest` run
     manifest = ROOT / "dbt_project" / "target" / "manifest.json"
     if not manifest.exists():
@@ -92,10 +99,15 @@ def pytest_configure(config: pytest.Config) -> None:
             if not manifest.exists():
                 subprocess.run([str(Path(sys.executable).parent / "dbt"), "parse", "--quiet"],
                                cwd=ROOT / "dbt_project", env={**os.environ, "DBT_PROFILES_DIR": "."}, check=True)
-    res = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=os.environ.copy(),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"airflow db migrate failed:\n{res.stdout[-3000:]}")
+    migrate = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=os.environ.copy(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        bootstrap(wh)
+    finally:
+        out, _ = migrate.communicate()
+    if migrate.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{out[-3000:]}")
+    _SESSION["warehouse"] = wh
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -123,8 +135,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def warehouse():
+def warehouse(request):
     """The bootstrapped test warehouse (admin URL + role URLs)."""
+    if "warehouse" not in _SESSION:
+        pytest.fail(f"{request.node.nodeid} is marked unit (no services) but asks for the warehouse")
     return _SESSION["warehouse"]
 
 
@@ -199,9 +213,26 @@ def db(warehouse):
 
 # The longest test files first: with pytest-xdist (``-n``, one file per worker at a time) they then
 # start at once on different workers instead of ending the run on one of them. Order only.
-_SLOW_FIRST = ("tests/e2e/", "tests/distributed/", "tests/transform/", "tests/stack/test_stack_flow.py",
-               "tests/integration/test_activity_models.py", "tests/dbt/", "tests/ingest/test_dag_reliability.py",
+_SLOW_FIRST = ("tests/e2e/", "tests/distributed/", "tests/dbt/test_emis_daily_deltas.py",
+               "tests/dbt/test_tpp_daily_deltas.py", "tests/dbt/test_activity_models.py", "tests/dbt/",
+               "tests/stack/test_stack_flow.py", "tests/ingest/test_dag_reliability.py",
                "tests/ingest/test_multi_org.py")
+
+
+# Lanes (markers): ``unit`` needs no service (no PostgreSQL, SFTP server or Airflow database; gpg and
+# files are fine) and is set by the test module; ``e2e`` runs the real DAGs end to end; every other
+# test is ``integration``. ``make test`` runs all three; ``make test-unit`` only the first.
+_LANES = ("unit", "e2e")
+
+
+def _is_unit(item: pytest.Item) -> bool:
+    # a test of a unit module can still need a service: it is marked integration itself
+    return item.get_closest_marker("unit") is not None and item.get_closest_marker("integration") is None
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if not any(item.get_closest_marker(lane) for lane in _LANES):
+        item.add_marker(pytest.mark.integration)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
@@ -210,3 +241,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return next((i for i, prefix in enumerate(_SLOW_FIRST) if path.startswith(prefix)), len(_SLOW_FIRST))
 
     items.sort(key=rank)  # stable: the order inside each file is kept
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # after `-m` has deselected: start the services only if a test that will run needs them
+    if "planned_warehouse" not in _SESSION or "warehouse" in _SESSION:
+        return
+    if not all(_is_unit(item) for item in session.items):
+        _start_services()

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.unit  # no service: `make test-unit` runs it
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

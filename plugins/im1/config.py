@@ -312,7 +312,8 @@ def load_config(path: Path | str | None = None) -> FeedConfig:
         raise FeedConfigError(f"{p}: feed configuration file not found") from None
     text = expand_env(text, str(p))
     try:
-        data = yaml.safe_load(text)
+        # libyaml when the wheel has it: ten times faster on an ICB's 1,000 feeds (parsed with every DAG file)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as err:
         raise FeedConfigError(f"{p}: not valid YAML: {err}") from None
     return parse_config(data, str(p))

@@ -21,6 +21,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,11 +65,39 @@ def _port_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+def ensure_system_user(name: str) -> pwd.struct_passwd:
+    """Create the unprivileged system user the server runs as (when we are root), once.
+
+    Parallel first runs (pytest-xdist workers on a new machine) would otherwise race: two
+    ``useradd`` at once fail, or leave one process holding a uid the name no longer maps to (and
+    initdb then cannot reach its directory). One machine-wide lock; re-checked under it.
+    """
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(name)
+    lock = Path(tempfile.gettempdir()) / f"im1-useradd-{name}.lock"
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            with contextlib.suppress(KeyError):
+                return pwd.getpwnam(name)
+            res = subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", name],
+                                 capture_output=True, text=True)
+            if res.returncode not in (0, 9):  # 9: it exists (created by something else meanwhile)
+                raise EmbeddedPostgresError(f"could not create the system user {name!r} the embedded PostgreSQL "
+                                            f"runs as (PostgreSQL refuses to run as root): {res.stderr.strip()}")
+            return pwd.getpwnam(name)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class EmbeddedPostgres:
     """A PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1 (port chosen once and remembered)."""
 
-    def __init__(self, data_dir: Path, *, durable: bool = True, superuser: str = "postgres"):
+    def __init__(self, data_dir: Path, *, durable: bool = True, superuser: str = "postgres",
+                 port: int | None = None):
+        """``port`` pins the port of a new cluster, so its URLs can be handed out before it starts."""
         self.data_dir = Path(data_dir).resolve()
+        self._pinned_port = port
         self.durable = durable
         self.superuser = superuser
         self.bin = postgres_bin_dir()
@@ -87,6 +116,8 @@ class EmbeddedPostgres:
         try:
             return int(self._port_file.read_text().strip())
         except (FileNotFoundError, ValueError):
+            if self._pinned_port is not None:
+                return self._pinned_port
             raise EmbeddedPostgresError(f"{self.data_dir} has not been initialised yet") from None
 
     def url(self, database: str = "postgres", user: str | None = None) -> str:
@@ -112,6 +143,9 @@ class EmbeddedPostgres:
             if self.is_running():
                 return False
             if not _port_free(self.port):
+                if self._pinned_port is not None:
+                    raise EmbeddedPostgresError(f"port {self.port} was pinned for {self.data_dir} and another "
+                                                "program has taken it since")
                 new = free_port()
                 log.warning("port %s is taken by another program; the embedded server moves to %s", self.port, new)
                 self._set_port(new)
@@ -153,14 +187,7 @@ class EmbeddedPostgres:
     def _run_as_user(self) -> str | None:
         if os.geteuid() != 0:
             return None
-        try:
-            pwd.getpwnam(RUN_AS_WHEN_ROOT)
-        except KeyError:
-            subprocess.run(
-                ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", RUN_AS_WHEN_ROOT],
-                check=True,
-                capture_output=True,
-            )
+        ensure_system_user(RUN_AS_WHEN_ROOT)
         return RUN_AS_WHEN_ROOT
 
     def _prepare_permissions(self) -> None:
@@ -232,7 +259,7 @@ class EmbeddedPostgres:
                 "--locale=C",
             ]
         )
-        self._set_port(free_port())
+        self._set_port(self._pinned_port or free_port())
 
     def _set_port(self, port: int) -> None:
         settings = {

@@ -212,7 +212,11 @@ def test_demo_slice_end_to_end(feed_env, pgp_keys, warehouse, db):
     # the next day's delta goes through the incremental models (only the rows it changed)
     _publish(world, feed_env.root, 1, pgp_keys)
     assert ingest.test(logical_date=_extract_run(1)).state == "success"
-    assert transform.test(logical_date=_extract_run(1)).state == "success"
+    # day 1 runs the one `dbt build` (the watcher mode's producer): day 0 already showed every model's
+    # watcher task reporting its result, and the ~260 watchers again would double the test's time
+    producer = transform.partial_subset(["dbt.dbt_producer_watcher"], include_upstream=True)
+    assert set(producer.task_ids) == {"dbt.dbt_producer_watcher"}
+    assert producer.test(logical_date=_extract_run(1)).state == "success"
     diffs = _reconcile(warehouse, world, 1)
     assert set(diffs) == {"mart_list_size", "mart_qof_registers", "mart_qof_indicators", "mart_appointments",
                           "mart_prescribing"}

@@ -20,6 +20,8 @@ from tests.stack.compose import ENV_EXAMPLE, ROOT, VAR
 from tests.stack.compose import env_example as read_env_example
 from tests.stack.compose import load as load_compose
 
+pytestmark = pytest.mark.unit  # no service: `make test-unit` runs it
+
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
                     "airflow-worker")
 

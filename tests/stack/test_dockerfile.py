@@ -6,6 +6,10 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.unit  # no service: `make test-unit` runs it
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -6,7 +6,7 @@ session and database endpoints do (setup token from ``/api/session/properties``,
 /api/setup``, ``POST /api/session``, ``GET/POST/PUT /api/database``). What this proves is the
 client's side: the order of the calls, their payloads, that it waits for health, and that a second
 run updates instead of duplicating. The read-only role itself is tested against PostgreSQL in
-tests/integration/test_warehouse.py.
+tests/warehouse/test_warehouse.py.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from im1dev import stack
+
+pytestmark = pytest.mark.unit  # no service: `make test-unit` runs it
 
 
 class FakeMetabase:

@@ -36,7 +36,6 @@ from airflow.sdk import (
     Asset,
     AssetAlias,
     CronDataIntervalTimetable,
-    Param,
     setup,
     task,
     task_group,
@@ -55,8 +54,8 @@ SENSOR_BACKSTOP = dt.timedelta(days=7)
 DOC = """
 ### IM1 ingest: {feed_id} ({supplier}, {extract})
 
-Daily at `{schedule}` ({tz}). Waits (up to `batch_deadline_hours`, a run parameter, default
-{deadline} h) until {complete}, fetches them, {handling} and COPYs them into `{schema}` in one
+Daily at `{schedule}` ({tz}). Waits (up to {deadline} h; trigger with the conf
+`{{"batch_deadline_hours": 12}}` to wait longer in one run) until {complete}, fetches them, {handling} and COPYs them into `{schema}` in one
 transaction per batch and organisation, then checks each raw batch with Great Expectations. Bad
 batches are quarantined with the reason in `ingest.batches`; `im1 ingest release <batch_id>` (or
 the `im1_release` DAG) re-queues one.
@@ -84,6 +83,25 @@ def deadline_hours(feed: Feed) -> float:
     return float(env) if env else float(feed.batch_deadline_hours)
 
 
+def run_deadline_hours(feed: Feed, conf: dict | None) -> float:
+    """The batch deadline of one run: ``{"batch_deadline_hours": 12}`` in the run's conf (when
+    triggering by hand) overrides the feed's. Not a DAG ``Param``: Airflow validates a Param's JSON
+    schema for every task it serializes, which tripled the parse time of an ICB's feeds."""
+    value = (conf or {}).get("batch_deadline_hours")
+    if value is None:
+        return deadline_hours(feed)
+    try:
+        hours = float(value)
+    except (TypeError, ValueError):
+        hours = -1.0
+    if not hours >= 0:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"batch_deadline_hours in the run's conf must be a number of hours >= 0, "
+                                   f"got {value!r}")
+    return hours
+
+
 def raw_asset(feed: Feed, ods_code: str) -> Asset:
     """The Asset for one feed and organisation's raw data (updated when its rows change).
 
@@ -94,17 +112,20 @@ def raw_asset(feed: Feed, ods_code: str) -> Asset:
                  group="im1_raw")
 
 
-def raw_alias(feed: Feed) -> AssetAlias:
-    return AssetAlias(name=f"im1_raw__{feed.id}")
+# Every ingest DAG publishes its organisations' raw Assets through this one alias, and the transform
+# DAG is scheduled on it: the transform's schedule does not grow with the number of feeds (an
+# AssetAny of every feed's assets made the transform DAG's parse time grow with
+# the feeds: 10 s at 200 feeds, as Airflow hashes the schedule at every task dependency).
+RAW_ALIAS = "im1_raw"
+
+
+def raw_alias() -> AssetAlias:
+    return AssetAlias(name=RAW_ALIAS)
 
 
 def organisations(feed: Feed) -> list[str]:
     orgs = [o.ods_code for o in feed.organisations]
     return [*orgs, SHARED] if feed.extract == "multi_organisation" else orgs
-
-
-def all_raw_assets(cfg: FeedConfig) -> list[Asset]:
-    return [raw_asset(f, o) for f in cfg.enabled_feeds for o in organisations(f)]
 
 
 def default_args(feed: Feed) -> dict:
@@ -155,7 +176,7 @@ def build_ingest_dag(feed: Feed) -> DAG:
         raise NotImplementedError(f"feed {feed.id}: TPP feeds are organisation extracts (one practice per feed)")
     orgs = [o.ods_code for o in feed.organisations]
     multi = feed.extract == "multi_organisation"
-    alias = raw_alias(feed)
+    alias = raw_alias()
     with DAG(
         dag_id=feed.dag_id,
         description=f"IM1 {feed.supplier.upper()} ingest for {', '.join(orgs)}",
@@ -165,12 +186,6 @@ def build_ingest_dag(feed: Feed) -> DAG:
         catchup=feed.catchup,
         max_active_runs=1,
         default_args=default_args(feed),
-        params={
-            "batch_deadline_hours": Param(
-                deadline_hours(feed), type="number", minimum=0,
-                description="How long to wait for a complete batch before quarantining it and alerting",
-            ),
-        },
         tags=["im1", "ingest", feed.supplier, *orgs, *feed.tags],
         doc_md=DOC.format(
             feed_id=feed.id, supplier=feed.supplier, extract=feed.extract, schedule=feed.schedule,
@@ -199,7 +214,7 @@ def build_ingest_dag(feed: Feed) -> DAG:
             return {**found.to_dict(), "until": until.isoformat() if until else None}
 
         @task.sensor(poke_interval=poke_seconds(), timeout=SENSOR_BACKSTOP, mode="reschedule")
-        def wait_for_batch(discovered: dict, params=None):
+        def wait_for_batch(discovered: dict, dag_run=None):
             from airflow.sdk import PokeReturnValue, get_current_context, timezone
             from airflow.sdk.exceptions import AirflowFailException
 
@@ -218,7 +233,7 @@ def build_ingest_dag(feed: Feed) -> DAG:
             now = timezone.utcnow()
             started = context["ti"].get_first_reschedule_date(context) or now
             waited = (now - started).total_seconds()
-            deadline = float(params["batch_deadline_hours"]) * 3600
+            deadline = run_deadline_hours(feed, dag_run.conf if dag_run else None) * 3600
             if waited >= deadline:
                 raise AirflowFailException(pipe.quarantine_incomplete(found.incomplete,
                                                                       waited=_waited(max(waited, deadline))))

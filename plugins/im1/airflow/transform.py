@@ -2,7 +2,8 @@
 
 The project is loaded from ``dbt_project/target/manifest.json`` (``LoadMode.DBT_MANIFEST``), built
 at set-up by ``make manifest``; nothing runs dbt or touches the network while the DAG is parsed.
-The DAG runs whenever any feed's raw Asset is updated (and can be triggered by hand). It uses
+The DAG runs whenever any feed's raw Asset is updated (they are published through the one
+AssetAlias ``im1_raw``, so parsing does not grow with the feeds) and can be triggered by hand. It uses
 cosmos's watcher mode: one ``dbt build`` of the whole project, and per model a sensor task that
 shows that model's (and its tests') result in the Airflow UI. After the build, ``dbt_docs`` runs
 ``dbt docs generate --static`` and publishes the site the UI serves (Browse -> dbt docs), even
@@ -57,7 +58,14 @@ def pass_pseudonym_key(context=None) -> None:
         os.environ["PGOPTIONS"] = pgoptions_with_key(key, os.environ.get("PGOPTIONS", ""))
 
 
-def build_transform_dag(raw_assets: list) -> DAG:
+def transform_selection() -> list[str]:
+    """dbt node selection of the transform DAG (``IM1_TRANSFORM_SELECT``, dbt selector syntax,
+    space-separated): empty = the whole project. For a deployment that publishes only some marts
+    (``+mart_list_size``), and for the distributed test, which needs one mart, not all of them."""
+    return os.environ.get("IM1_TRANSFORM_SELECT", "").split()
+
+
+def build_transform_dag() -> DAG:
     from cosmos import (
         DbtTaskGroup,
         ExecutionConfig,
@@ -67,6 +75,7 @@ def build_transform_dag(raw_assets: list) -> DAG:
         ProjectConfig,
         RenderConfig,
         TestBehavior,
+        TestIndirectSelection,
     )
     from cosmos.operators.local import DbtDocsLocalOperator
     from cosmos.profiles import PostgresUserPasswordProfileMapping
@@ -93,15 +102,12 @@ def build_transform_dag(raw_assets: list) -> DAG:
             profile_args={"schema": "staging", "threads": int(os.environ.get("IM1_DBT_THREADS", "4"))},
         ),
     )
-    schedule = None
-    if raw_assets:
-        from airflow.sdk import AssetAny
+    from im1.airflow.ingest import raw_alias
 
-        schedule = AssetAny(*raw_assets)
     with DAG(
         dag_id=DAG_ID,
         description="dbt: raw IM1 tables -> staging -> intermediate -> marts, with tests",
-        schedule=schedule,
+        schedule=[raw_alias()],  # any organisation's raw data changed and passed its checks
         start_date=pendulum.datetime(2025, 1, 1, tz="Europe/London"),
         catchup=False,
         max_active_runs=1,
@@ -123,10 +129,15 @@ def build_transform_dag(raw_assets: list) -> DAG:
             profile_config=profile_config,
             # WATCHER: one `dbt build` for the whole project, with a light sensor per model/test that
             # reports its result; an order of magnitude fewer dbt start-ups than a task per node
+            # a narrowed build runs a test only when every model it reads is selected ("cautious"):
+            # a relationship test to a mart-only lookup must not fail on a table the build skipped
             execution_config=ExecutionConfig(dbt_executable_path=dbt_executable(),
-                                             execution_mode=ExecutionMode.WATCHER),
+                                             execution_mode=ExecutionMode.WATCHER,
+                                             test_indirect_selection=(TestIndirectSelection.CAUTIOUS
+                                                                      if transform_selection()
+                                                                      else TestIndirectSelection.EAGER)),
             render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.AFTER_EACH,
-                                       exclude=["resource_type:unit_test"]),
+                                       select=transform_selection(), exclude=["resource_type:unit_test"]),
             # callback: after `dbt build`, one OpenLineage event per model with its own inputs
             operator_args={"install_deps": False, "callback": lineage.emit_dbt_lineage},
         )

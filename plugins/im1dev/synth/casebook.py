@@ -13,7 +13,7 @@ The casebook is the single statement of what the rules mean, used three ways:
 - :func:`plant` adds every case as a real patient to every practice of a synthetic world, so the
   EMIS and SystmOne deliveries, the demo and the end-to-end tests carry each case through the real
   ingest, and :func:`check_marts` compares the warehouse's decisions with the expectations;
-- ``tests/synth/test_casebook_truth.py`` runs every case through :mod:`im1dev.synth.truth` (the
+- ``tests/im1dev/synth/test_casebook_truth.py`` runs every case through :mod:`im1dev.synth.truth` (the
   ground truth must agree with the rule text, not with the SQL).
 """
 

@@ -4,7 +4,7 @@ Never from the delivered files and never by dbt: this module reads :mod:`im1dev.
 facts with the same "as entered by the data date" rule a delivery uses, and applies the NHS
 definitions written down independently of the SQL. Every mart built by dbt must equal these
 numbers exactly for the same world and data date, and every case of the QOF casebook
-(dbt_project/casebook) must come out as the casebook expects (tests/synth/test_casebook_truth.py):
+(dbt_project/casebook) must come out as the casebook expects (tests/im1dev/synth/test_casebook_truth.py):
 the truth follows the rule text, not the SQL.
 
 Shared definitions

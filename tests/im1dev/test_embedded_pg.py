@@ -46,3 +46,33 @@ def test_running_is_reentrant_and_only_the_starter_stops(tmp_path):
     assert not srv.is_running()
     srv.destroy()
     assert not (tmp_path / "pg").exists()
+
+
+def test_first_use_on_a_new_root_machine_is_safe_from_parallel_workers(tmp_path):
+    """On a new machine the first run creates the unprivileged user the server runs as; pytest-xdist
+    workers (and two `make` targets) do it at the same moment. Each must get the same user, and a
+    cluster in a private temp folder must initialise as that user."""
+    import os
+    import pwd
+    import subprocess
+    import sys
+    import uuid
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("only root creates the server's system user")
+    name = f"im1t{uuid.uuid4().hex[:8]}"
+    probe = ("import sys, tempfile; from pathlib import Path; import im1dev.embedded as E\n"
+             f"E.RUN_AS_WHEN_ROOT = {name!r}\n"
+             "srv = E.EmbeddedPostgres(Path(tempfile.mkdtemp(dir=sys.argv[1])) / 'pg', durable=False)\n"
+             "srv._initdb(); print(E.pwd.getpwnam(E.RUN_AS_WHEN_ROOT).pw_uid)\n")
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", probe, str(tmp_path)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        outs = [p.communicate(timeout=300) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, [e[-800:] for _, e in outs]
+        assert len({o.strip() for o, _ in outs}) == 1  # one user, one uid
+        assert {o.strip() for o, _ in outs} == {str(pwd.getpwnam(name).pw_uid)}
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)

@@ -6,9 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
+import pytest
+
 from im1dev.synth import codes, truth
 from im1dev.synth.clinical import Appointment, Event, Issue, PatientRecord
 from im1dev.synth.world import Patient, build_world
+
+pytestmark = pytest.mark.unit  # no service: `make test-unit` runs it
 
 R = dt.date(2025, 3, 31)
 _ids = itertools.count(1)

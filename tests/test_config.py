@@ -8,6 +8,8 @@ import pytest
 
 from im1.config import FeedConfigError, load_config, parse_config
 
+pytestmark = pytest.mark.unit  # no service: `make test-unit` runs it
+
 GOOD = {
     "version": 1,
     "feeds": [

@@ -10,6 +10,8 @@ import pytest
 from im1.airflow import lineage
 from im1dev import runtime
 
+pytestmark = pytest.mark.unit  # no service: `make test-unit` runs it
+
 PG = "postgres://db.example:5432"
 
 

@@ -14,6 +14,8 @@ import pytest
 from im1dev.synth import casebook, truth
 from im1dev.synth.world import build_world
 
+pytestmark = pytest.mark.unit  # no service: `make test-unit` runs it
+
 START = dt.date(2026, 11, 1)
 BOOK = casebook.load()
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from im1 import specs
+
+pytestmark = pytest.mark.unit  # no service: `make test-unit` runs it
 
 
 def test_emis_spec_has_21_tables_and_known_version_differences():

@@ -8,6 +8,8 @@ import pytest
 
 from im1 import emis, specs
 
+pytestmark = pytest.mark.unit  # no service: `make test-unit` runs it
+
 AG = "45E7CD20-EE37-41AB-90D6-DC9D4B03D102"
 
 

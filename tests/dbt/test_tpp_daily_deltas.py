@@ -6,7 +6,7 @@ batch and file rows included, the manifest's IsDelta per file); dbt runs the sta
 each day. Every TPP staging view then holds exactly the records of the supplier's snapshot of that
 day, each incremental base model equals a --full-refresh rebuild of it, and a re-run with nothing
 new changes nothing. (The TPP ingest itself is tested in tests/ingest; the intermediate models
-over these in tests/dbt and tests/integration/test_activity_models.py.)
+over these in tests/dbt and tests/dbt/test_activity_models.py.)
 """
 
 from __future__ import annotations
