@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from im1.crypto import (
     BadPassphraseError,
     IntegrityError,
     Keyring,
+    LocalWriteError,
     NoSecretKeyError,
     NotPgpError,
     TruncatedInputError,
@@ -118,3 +121,14 @@ def test_stream_reads_a_file_written_while_it_checked_for_it(tmp_path):
         assert stream.read() == b""
     finally:
         stream.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_is_a_local_write_error_not_a_good_decryption(encrypted, pgp_keys):
+    """gpg reports DECRYPTION_OKAY even when it could not write the plaintext (it exits 2 and says
+    "No space left on device"): that must fail as the machine's fault, never pass as a short file.
+    /dev/full fails every write with ENOSPC, as a full disk does; it must survive the clean-up."""
+    with pytest.raises(LocalWriteError, match="No space left on device") as err:
+        _decrypt(pgp_keys, encrypted / "ok.csv.gpg", Path("/dev/full"))
+    assert "a local fault, not the delivery's" in str(err.value) and err.value.reason == "local_write"
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)

@@ -24,6 +24,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -35,15 +36,21 @@ from pathlib import Path
 import gnupg
 
 
-class DecryptError(RuntimeError):
-    """Decryption failed; ``reason`` is a short machine-readable code."""
+class _FileFailure(RuntimeError):
+    """A failure about one file: the message starts with its name; gpg's output is in ``detail``."""
 
-    reason = "decrypt_failed"
+    reason = "failed"
 
     def __init__(self, message: str, *, file: str | None = None, detail: str = ""):
         self.file = file
         self.detail = detail
         super().__init__(f"{file}: {message}" if file else message)
+
+
+class DecryptError(_FileFailure):
+    """Decryption failed because of the file; ``reason`` is a short machine-readable code."""
+
+    reason = "decrypt_failed"
 
 
 class NoSecretKeyError(DecryptError):
@@ -68,6 +75,26 @@ class NotPgpError(DecryptError):
 
 class KeyImportError(RuntimeError):
     pass
+
+
+class LocalFault(_FileFailure):
+    """Decryption failed because of this machine, not the delivery (gpg killed, output not
+    writable): the load fails and is retried; nothing of the file is loaded and the delivery is
+    not quarantined."""
+
+    reason = "local_fault"
+
+
+class LocalWriteError(LocalFault):
+    """The plaintext could not be written to the local work folder (disk full, quota, file size
+    limit)."""
+
+    reason = "local_write"
+
+
+# gpg's own words when its output cannot be written (it still reports DECRYPTION_OKAY, exit code 2)
+_WRITE_FAILED = ("error writing to", "No space left on device", "Disk quota exceeded", "File too large",
+                 "write error")
 
 
 class _GPG(gnupg.GPG):
@@ -185,12 +212,32 @@ class Keyring:
             with open(src, "rb") as fh:
                 res = self.gpg.decrypt_file(fh, passphrase=passphrase or "", output=str(dst))
         except Exception:
-            Path(dst).unlink(missing_ok=True)
+            _discard(dst)
             raise
-        if res.ok and not getattr(res, "broken_pipe", False):
+        # DECRYPTION_OKAY alone is not enough: gpg reports it even when writing the plaintext failed
+        # half way (a full disk), and exits 2; the file left behind is cut short. (Exit code 2 alone
+        # is no sign: a signed file whose signer's key is not in the keyring also exits 2.)
+        stderr = res.stderr or ""
+        write_failed = next((line for line in stderr.splitlines()
+                             if not line.startswith("[GNUPG:]") and any(w in line for w in _WRITE_FAILED)), None)
+        killed = res.returncode is not None and res.returncode < 0
+        if res.ok and not getattr(res, "broken_pipe", False) and write_failed is None and not killed:
             return
-        Path(dst).unlink(missing_ok=True)
-        raise classify_failure(res.stderr or "", name, src_size=Path(src).stat().st_size)
+        _discard(dst)
+        if killed:
+            sig = signal.Signals(-res.returncode).name if -res.returncode in signal.valid_signals() else -res.returncode
+            if sig == "SIGXFSZ":
+                write_failed = "the file size limit (ulimit -f) was reached"
+            else:
+                raise LocalFault(f"gpg was stopped by signal {sig} while decrypting: a local fault, not the "
+                                 "delivery's; nothing of the file was loaded; the load is retried",
+                                 file=name, detail=stderr[-2000:])
+        if write_failed is not None:
+            raise LocalWriteError(
+                f"could not write the plaintext to {Path(dst).parent} ({write_failed.removeprefix('gpg: ')}): "
+                "a local fault, not the delivery's; nothing of the file was loaded. Free space there; "
+                "the load is retried", file=name, detail=stderr[-2000:])
+        raise classify_failure(stderr, name, src_size=Path(src).stat().st_size)
 
 
     @contextlib.contextmanager
@@ -262,6 +309,13 @@ class PlaintextStream:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def _discard(path: Path) -> None:
+    """Remove a partial plaintext file (only a regular file: never a device node such as /dev/full)."""
+    p = Path(path)
+    if p.is_file() and not p.is_symlink():
+        p.unlink(missing_ok=True)
 
 
 _KEYID = re.compile(r"NO_SECKEY ([0-9A-F]+)")

@@ -8,8 +8,10 @@ and Airflow's ``dag.test()`` where a DAG is involved. The deliveries are broken 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import psycopg
 import pytest
 
 from im1 import specs
+from im1.crypto import LocalWriteError
 from im1.ingest.errors import QuarantineError
 from im1.ingest.pipeline import Pipeline
 from im1.transport.sftp import SftpClient
@@ -310,3 +313,39 @@ def test_archive_matches_the_supplier_file(site, loader):
     for name, sha, archived in rows:
         assert sha == hashlib.sha256((folder / name).read_bytes()).hexdigest()
         assert hashlib.sha256(open(archived, "rb").read()).hexdigest() == sha
+
+
+@contextlib.contextmanager
+def _local_writes_fail_after(limit: int):
+    """Every process started inside (gpg) can write at most ``limit`` bytes to a file: past it, the
+    write fails half way through the plaintext, as on a full disk (gpg is stopped by SIGXFSZ, which
+    Python's subprocess restores to its default; /dev/full covers the ENOSPC wording in test_crypto)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_local_write_failure_while_decrypting_loads_nothing_and_blames_the_machine(site, loader, big_observations):
+    """Issue 13: gpg reports DECRYPTION_OKAY even when it could not write all of the plaintext (a
+    full disk); the cut file must not be loaded, and the delivery must not be quarantined for it."""
+    world = site.world([ODS])
+    folder = site.publish(world, 0)
+    replace_table(folder, "CareRecord_Observation", big_observations)
+    feed = site.feed("emis_disk_full", [ODS])
+    pipe = Pipeline(feed, site.loader_url, key=site.pgp)
+    with SftpClient(site.sftp_settings()) as c:
+        [plan] = pipe.discover(c).ready
+        fetched = pipe.fetch(c, plan)
+    # the observation file's plaintext is ~60 MB; the write fails after 8 MiB (mid-row)
+    with _local_writes_fail_after(8 << 20), pytest.raises(LocalWriteError, match="a local fault, not the delivery"):
+        pipe.load(ODS, fetched)
+    _nothing_in_raw(loader, feed.id)
+    [(org, key, status, rows, late, error)] = batches(loader, feed.id)
+    assert status == "failed" and "CareRecord_Observation" in error and "file size limit" in error
+    # once the machine is fixed, the retry loads every row exactly once
+    ok = pipe.load(ODS, fetched)
+    assert ok.status == "loaded"
+    assert raw_count(loader, "carerecord_observation", feed.id) == BIG_ROWS

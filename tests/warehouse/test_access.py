@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from im1.warehouse import BI_READER, MART_READER, TRANSFORMER
+from im1.warehouse import BI_READER, LOADER, MART_READER, TRANSFORMER
 from im1.warehouse.bootstrap import bootstrap
 
 DBT_LAYERS = ("staging", "intermediate", "reference", "marts", "published")
@@ -77,3 +77,24 @@ def test_bi_reader_cannot_read_marts_granted_by_an_older_bootstrap(warehouse, pr
     bootstrap(warehouse)
     with _as(warehouse, BI_READER) as bi, pytest.raises(psycopg.errors.InsufficientPrivilege):
         bi.execute("select x from marts.access_probe")
+
+
+@pytest.mark.parametrize("role", [BI_READER, MART_READER])
+def test_a_reader_cannot_talk_itself_out_of_read_only(warehouse, role):
+    """Issue 13: a reader can switch default_transaction_read_only off in its own session; it must
+    then still have nothing to write with (no large objects, no temporary tables, no schema to create
+    in) and must not be able to take the loader's advisory locks (their keys are visible in
+    pg_locks; holding one would stall that feed's loads for ever)."""
+    bootstrap(warehouse)
+    with _as(warehouse, role) as conn:
+        conn.execute("set default_transaction_read_only = off")
+        for statement in ("select lo_from_bytea(0, 'x'::bytea)", "select lo_create(0)", "select lo_creat(-1)",
+                          "create temporary table t (x int)", "create table published.t (x int)",
+                          "select pg_advisory_lock(hashtext('im1.load:emis_x:Z99999'))",
+                          "select pg_try_advisory_lock(hashtext('im1.load:emis_x:Z99999'))",
+                          "select pg_advisory_xact_lock(1, 2)", "select pg_advisory_lock_shared(42)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    # the loader still takes its locks
+    with _as(warehouse, LOADER) as conn:
+        assert conn.execute("select pg_try_advisory_lock(hashtext('im1.load:emis_x:Z99999'))").fetchone() == (True,)

@@ -197,6 +197,11 @@ def _roles(conn: psycopg.Connection, wh: Warehouse) -> None:
         conn.execute(sql.SQL("grant connect on database {} to {}").format(db, sql.Identifier(reader)))
     conn.execute("revoke create on schema public from public")
     is_super = conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone()[0]
+    if is_super:
+        _withhold_session_powers(conn)
+    else:
+        log.warning("not a superuser: the advisory-lock and large-object functions stay executable by every "
+                    "role (a reader could hold the loader's locks or write large objects)")
     if not is_super:
         # a CREATEROLE admin must be a member to create objects owned by these roles
         for role in (LOADER, TRANSFORMER):
@@ -300,6 +305,27 @@ def _raw_tables(conn: psycopg.Connection) -> None:
         conn.execute(LEDGER_DDL)
     finally:
         conn.execute("reset role")
+
+
+# Functions every role may run by default that let a read-only role act anyway: a reader can turn
+# default_transaction_read_only off in its own session, so "read only" must also mean it has nothing
+# to write with. Large objects need no table privilege; the advisory locks are how loads exclude each
+# other, and their keys can be read from pg_locks (a reader holding one would stall that load).
+_LARGE_OBJECT_WRITERS = ("lo_creat", "lo_create", "lo_from_bytea", "lo_import", "lo_put", "lowrite",
+                         "lo_truncate", "lo_truncate64", "lo_unlink", "lo_open")
+
+
+def _withhold_session_powers(conn: psycopg.Connection) -> None:
+    """Advisory locks for the loader and transformer only; large objects for nobody (in this database)."""
+    procs = conn.execute(
+        "select p.oid::regprocedure::text, p.proname from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
+        "where n.nspname = 'pg_catalog' and (p.proname like '%%advisory%%lock%%' or p.proname = any(%s))",
+        (list(_LARGE_OBJECT_WRITERS),)).fetchall()
+    for signature, name in procs:
+        conn.execute(sql.SQL("revoke execute on function {} from public").format(sql.SQL(signature)))
+        if "advisory" in name:
+            conn.execute(sql.SQL("grant execute on function {} to {}, {}").format(
+                sql.SQL(signature), sql.Identifier(LOADER), sql.Identifier(TRANSFORMER)))
 
 
 def bootstrap(wh: Warehouse) -> None:
