@@ -58,3 +58,13 @@ def test_batches_group_by_key_and_timestamp_and_report_completeness():
 
 def test_v80_batches_need_the_same_21_tables():
     assert len(specs.emis_expected_tables("8.0")) == 21
+
+
+def test_a_name_with_a_trailing_newline_is_not_a_delivery_file():
+    """Issue 13: ``$`` also matches before a final newline, so ``<name>.csv.gpg\\n`` was taken as that
+    table's newest file (a hostile or broken site can create such a name)."""
+    good = f"delta_000042_CareRecord_Observation_20261102020000_{AG}.csv.gpg"
+    assert emis.parse_name(good).table == "CareRecord_Observation"
+    for bad in (good + "\n", good + "\r\n", good[:-4] + "\n"):
+        with pytest.raises(emis.FileNameError):
+            emis.parse_name(bad)

@@ -21,11 +21,11 @@ from im1 import specs
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 CURRENT = re.compile(
     rf"^(?P<export>[A-Za-z][A-Za-z0-9]*)_(?P<batchno>\d+)_(?P<schema>[A-Za-z]+)_(?P<table>[A-Za-z]+)_"
-    rf"(?P<ts>\d{{14}})_(?P<guid>{_GUID})\.csv(?P<gpg>\.gpg)?$"
+    rf"(?P<ts>\d{{14}})_(?P<guid>{_GUID})\.csv(?P<gpg>\.gpg)?\Z"
 )
 LEGACY = re.compile(
     rf"^(?P<pids>\d+(?:-\d+)?)_(?P<schema>[A-Za-z]+)_(?P<table>[A-Za-z]+)_"
-    rf"(?P<ts>\d{{14}})_(?P<guid>{_GUID})\.csv(?P<gpg>\.gpg)?$"
+    rf"(?P<ts>\d{{14}})_(?P<guid>{_GUID})\.csv(?P<gpg>\.gpg)?\Z"
 )
 
 

@@ -30,8 +30,8 @@ MANIFEST_COLUMNS = ("FileName", "IsDelta", "IsReference", "DateExtractFrom", "Da
 # files TPP sends without listing them in the manifest (im1-formats.md 3.2)
 UNLISTED = frozenset({"SRMapping", "SRMappingGroup"})
 ENCODING = "cp1252"
-STAMP = re.compile(r"^(\d{8})_(\d{4})$")
-FILE = re.compile(r"^SR[A-Za-z0-9]+\.csv$")
+STAMP = re.compile(r"^(\d{8})_(\d{4})\Z")
+FILE = re.compile(r"^SR[A-Za-z0-9]+\.csv\Z")
 
 
 class ManifestError(ValueError):
