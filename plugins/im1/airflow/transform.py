@@ -139,7 +139,9 @@ def build_transform_dag() -> DAG:
             render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.AFTER_EACH,
                                        select=transform_selection(), exclude=["resource_type:unit_test"]),
             # callback: after `dbt build`, one OpenLineage event per model with its own inputs
-            operator_args={"install_deps": False, "callback": lineage.emit_dbt_lineage},
+            operator_args={"install_deps": False, "callback": lineage.emit_dbt_lineage,
+                           # the producer's `dbt build` takes the same cautious test selection
+                           **({"dbt_cmd_flags": ["--indirect-selection", "cautious"]} if transform_selection() else {})},
         )
         _watchers_after_producer(group)
         docs = DbtDocsLocalOperator(
