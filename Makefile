@@ -17,7 +17,9 @@ DBT_DIR   := dbt_project
 MANIFEST  := $(DBT_DIR)/target/manifest.json
 DBT_SRC   := $(shell find $(DBT_DIR)/models $(DBT_DIR)/macros $(DBT_DIR)/seeds $(DBT_DIR)/tests -type f 2>/dev/null) \
              $(DBT_DIR)/dbt_project.yml
-PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
+# three workers on two cores: the tests wait on subprocesses (dbt, Airflow, gpg, PostgreSQL) about a
+# third of the time, so a third worker uses cores that two leave idle
+PYTEST_ARGS ?= -n 3 --dist loadfile --no-loadscope-reorder
 
 .PHONY: help venv manifest demo test test-unit lint airflow docs lock clean reset warehouse-stop bench-ingest bench-transform bench-parse
 
