@@ -106,6 +106,29 @@ class _Auth(paramiko.ServerInterface):
         return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
 
+def _drain(sock, timeout: float = 30.0) -> None:
+    """Wait until the peer has received everything already sent on ``sock``.
+
+    Closing a socket that still holds unread input sends a reset, and the kernel then throws away
+    whatever output the peer has not yet taken in. On a busy machine the client may be slow to
+    read, so without this wait a "drop after N bytes" could drop far fewer than N (even nothing).
+    """
+    import fcntl
+    import struct
+    import termios
+
+    deadline = time.monotonic() + timeout
+    buf = bytearray(struct.calcsize("i"))
+    while time.monotonic() < deadline:
+        try:
+            fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf)  # bytes not yet acknowledged by the peer
+        except (OSError, ValueError):
+            return
+        if struct.unpack("i", buf)[0] == 0:
+            return
+        time.sleep(0.02)
+
+
 class _Handle(SFTPHandle):
     def __init__(self, flags, path: Path, server: SftpServer, transport: paramiko.Transport):
         super().__init__(flags)
@@ -121,7 +144,7 @@ class _Handle(SFTPHandle):
         if self._server.faults.take_drop(self._path.name, offset + length):
             # like a network drop: what was already sent arrives, then the connection dies
             log.warning("fault injection: dropping connection while serving %s at %d", self._path.name, offset)
-            time.sleep(0.3)
+            _drain(self._transport.sock)
             self._transport.close()
             return SFTP_FAILURE
         if not self._read_yet:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import pytest
 
@@ -62,3 +63,38 @@ def test_dropped_connection_resumes_from_the_partial_file(sftp_server, sftp_sett
 def test_missing_remote_folder_is_a_clear_error(sftp_server, sftp_settings):
     with SftpClient(sftp_settings) as c, pytest.raises(SftpError, match="does not exist"):
         list(c.walk("/no/such/folder"))
+
+
+def test_a_slow_reader_keeps_what_arrived_before_the_drop(sftp_server, sftp_settings, tmp_path, monkeypatch):
+    # a busy client that has not yet read what the server sent must still find those bytes
+    # (the fault closes the connection only once they are delivered, as a real network drop would)
+    import paramiko
+
+    data = os.urandom(3_000_000)
+    _put(sftp_server, "feed/slow.csv.gpg", data)
+    sftp_server.faults.drop_after_bytes["slow.csv.gpg"] = 1_500_000
+    real_prefetch = paramiko.SFTPFile.prefetch
+
+    def slow_prefetch(self, *a, **kw):
+        # the client's transport thread stops reading the socket for a while, as on a busy machine
+        packetizer = self.sftp.sock.get_transport().packetizer
+        real_read_all = packetizer.read_all
+        state = {"slept": False}
+
+        def read_all(n, check_rekey=False):
+            if not state["slept"]:
+                state["slept"] = True
+                time.sleep(1.5)
+            return real_read_all(n, check_rekey)
+
+        packetizer.read_all = read_all
+        real_prefetch(self, *a, **kw)
+
+    monkeypatch.setattr(paramiko.SFTPFile, "prefetch", slow_prefetch)
+    dest = tmp_path / "slow.csv.gpg"
+    remote = RemoteFile("/feed/slow.csv.gpg", len(data), 0)
+    with pytest.raises(Exception):  # noqa: B017 - the connection drops mid-download
+        with SftpClient(sftp_settings) as c:
+            c.download(remote, dest)
+    part = tmp_path / "slow.csv.gpg.part"
+    assert 1_000_000 <= part.stat().st_size < len(data)
