@@ -5,6 +5,7 @@ organisation, the batch and the error; the task log gets the same text."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -16,6 +17,27 @@ from tests.ingest.conftest import ingest_dag
 
 ODS = "Z91401"
 LOGICAL = pendulum.datetime(2026, 11, 2, 6, tz="Europe/London")
+
+
+@pytest.fixture()
+def alert_log():
+    """Messages of the ``im1.alerts`` logger, read from a handler on that logger itself (pytest's
+    caplog sits on the root logger, which no longer hears it once Airflow's dag.test() has set up
+    its own logging in this process)."""
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("im1.alerts")
+    handler, disabled, level = Keep(logging.ERROR), logger.disabled, logger.level
+    logger.addHandler(handler)
+    logger.disabled = False
+    logger.setLevel(logging.ERROR)
+    yield messages
+    logger.removeHandler(handler)
+    logger.disabled, logger.level = disabled, level
 
 
 @pytest.fixture()
@@ -43,7 +65,7 @@ def webhook(monkeypatch):
 
 
 def test_failed_load_posts_an_alert_naming_dag_task_feed_organisation_batch_and_error(site, loader, webhook,
-                                                                                     caplog):
+                                                                                     alert_log):
     world = site.world([ODS])
     folder = site.publish(world, 0)
     faults.tamper(folder, "Admin_Patient")
@@ -72,10 +94,10 @@ def test_failed_load_posts_an_alert_naming_dag_task_feed_organisation_batch_and_
     assert [h["body"]["task_id"] for h in webhook] == ["organisation.load"]
     # the task log carries the same message (logged at ERROR by the im1.alerts logger; where the
     # handler writes depends on Airflow's logging set-up, so read the log record itself)
-    assert text in [r.getMessage() for r in caplog.records if r.name == "im1.alerts"]
+    assert text in alert_log
 
 
-def test_without_a_webhook_or_smtp_the_alert_goes_to_the_task_log_only(monkeypatch, caplog):
+def test_without_a_webhook_or_smtp_the_alert_goes_to_the_task_log_only(monkeypatch, alert_log):
     from im1.airflow.callbacks import FailureNotifier
 
     monkeypatch.delenv("IM1_ALERT_WEBHOOK_URL", raising=False)
@@ -84,9 +106,8 @@ def test_without_a_webhook_or_smtp_the_alert_goes_to_the_task_log_only(monkeypat
     class Ti:
         dag_id, task_id, map_index, run_id, try_number, start_date = "im1_transform", "dbt.mart.run", -1, "r1", 1, None
 
-    caplog.set_level("ERROR", logger="im1.alerts")
     FailureNotifier()({"ti": Ti(), "run_id": "r1", "exception": RuntimeError("relation does not exist")})
-    assert [r.getMessage() for r in caplog.records if r.name == "im1.alerts"] == [
+    assert alert_log == [
         "IM1 ALERT: im1_transform.dbt.mart.run failed in run r1: RuntimeError: relation does not exist"]
 
 

@@ -66,9 +66,15 @@ def test_a_failed_check_quarantines_the_batch_and_removes_it_from_raw(site, load
     with pytest.raises(quality.QualityError) as err:
         quality.check_batches([bid], site.loader_url)
     text = str(err.value)
-    assert "Admin_Patient.patientguid: 1 badly formatted value(s)" in text
-    assert "Admin_Patient.dateofbirth: 1 badly formatted value(s), e.g. '01/02/1990'" in text
+    assert "Admin_Patient.patientguid: 1 badly formatted value(s) (record 1 of the file)" in text
+    assert "Admin_Patient.dateofbirth: 1 badly formatted value(s) (record 2 of the file)" in text
     assert "Admin_Location: 0 row(s) in raw but 1 in the file" in text
+    # the failing value is patient data: it is in no error, no stored result and no Data Docs page
+    assert "01/02/1990" not in text
+    stored = " ".join(str(r) for r in loader.execute("select observed_value from ingest.quality_checks"))
+    assert "01/02/1990" not in stored and "'records': [2]" in stored
+    gx_files = [p for p in quality.gx_root().rglob("*") if p.is_file()]
+    assert gx_files and not [p for p in gx_files if b"01/02/1990" in p.read_bytes()]
     failed = loader.execute("select table_name, column_name from ingest.quality_checks where batch_id = %s "
                             "and not success order by 1, 2", (bid,)).fetchall()
     assert failed == [("Admin_Location", None), ("Admin_Patient", "dateofbirth"), ("Admin_Patient", "patientguid")]
