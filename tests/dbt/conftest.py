@@ -35,6 +35,21 @@ def scratch_warehouse(warehouse: Warehouse, prefix: str) -> Iterator[Warehouse]:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` is ``env`` inside the block, and as it was afterwards."""
+    import os
+
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @dataclasses.dataclass
 class Dbt:
     """dbt against one warehouse database; its target folder is the test's own (the project's
@@ -43,14 +58,22 @@ class Dbt:
     wh: Warehouse
     target: Path
 
-    def __call__(self, *args: str, check: bool = True):
+    def __call__(self, *args: str, check: bool = True) -> bool:
+        """Run dbt in this process (dbt's programmatic runner: importing dbt costs seconds per
+        subprocess); the environment is the warehouse's for the call only. True when dbt succeeded."""
+        from dbt.cli.main import dbtRunner
+
         env = runtime.local_env(self.wh)
-        cmd = runtime.dbt_cmd(*args, "--no-use-colors", "--target-path", str(self.target),
-                              "--log-path", str(self.target / "logs"))
-        res = runtime.run(cmd, env, check=False, quiet=True)
-        if check and res.returncode != 0:
-            raise AssertionError(f"dbt {' '.join(args)} failed (exit {res.returncode}):\n{res.stdout[-6000:]}")
-        return res
+        argv = [*runtime.dbt_cmd(*args, "--no-use-colors", "--target-path", str(self.target),
+                                 "--log-path", str(self.target / "logs"))[1:]]
+        log = self.target / "logs" / "dbt.log"
+        start = log.stat().st_size if log.exists() else 0
+        with _environ(env):
+            res = dbtRunner().invoke(argv)
+        if check and not res.success:
+            text = log.read_text(errors="replace")[start:] if log.exists() else ""
+            raise AssertionError(f"dbt {' '.join(args)} failed: {res.exception or ''}\n{text[-6000:]}")
+        return res.success
 
     def results(self) -> list[dict]:
         """The last invocation's run_results."""
