@@ -98,3 +98,37 @@ def test_a_reader_cannot_talk_itself_out_of_read_only(warehouse, role):
     # the loader still takes its locks
     with _as(warehouse, LOADER) as conn:
         assert conn.execute("select pg_try_advisory_lock(hashtext('im1.load:emis_x:Z99999'))").fetchone() == (True,)
+
+
+@pytest.mark.parametrize("session", ["default_off", "transaction_read_write"])
+@pytest.mark.parametrize("role", [BI_READER, MART_READER])
+def test_a_reader_has_nothing_to_write_with_once_read_write(warehouse, probes, role, session):
+    """Issue 13: whichever way a reader turns read-only off (the session default, or
+    ``set transaction read write``), every way of writing is still closed: large objects, temporary
+    objects, objects in public or a new schema, sequences it can see, the loader's functions and
+    locks."""
+    with _as(warehouse, TRANSFORMER) as tr:
+        tr.execute("create sequence if not exists published.access_probe_seq")
+    try:
+        with _as(warehouse, role) as conn:
+            if session == "default_off":
+                conn.execute("set default_transaction_read_only = off")
+            for statement in (
+                    "select lo_from_bytea(0, 'x'::bytea)", "select lo_create(0)", "select lo_creat(-1)",
+                    "select lo_open(1, 131072)", "select lowrite(0, 'x'::bytea)", "select lo_put(1, 0, 'x'::bytea)",
+                    "select lo_unlink(1)", "select lo_import('/etc/hostname')",
+                    "create temporary table t (x int)", "create temporary sequence s",
+                    "create function pg_temp.f() returns int language sql as 'select 1'",
+                    "create table public.t (x int)", "create function public.f() returns int language sql as 'select 1'",
+                    "create table published.t (x int)", "create schema reader_owned",
+                    "select nextval('published.access_probe_seq')", "select setval('published.access_probe_seq', 5)",
+                    "select ingest.load_bigint('x')", "select nextval('ingest.load_seq')",
+                    "select pg_advisory_lock(hashtext('im1.load:emis_x:Z99999'))",
+                    "select pg_try_advisory_xact_lock(7)", "select pg_advisory_lock_shared(42)"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                    if session == "transaction_read_write":
+                        conn.execute("set transaction read write")
+                    conn.execute(statement)
+    finally:
+        with _as(warehouse, TRANSFORMER) as tr:
+            tr.execute("drop sequence if exists published.access_probe_seq")
