@@ -51,16 +51,17 @@ def test_a_good_batch_passes_and_every_result_is_stored(site, loader):
     assert quality.check_batches([ok.batch_id], site.loader_url) == []  # checked once
 
 
-def test_a_failed_check_quarantines_the_batch_and_removes_it_from_raw(site, loader):
+def test_a_failed_check_quarantines_the_batch_and_removes_it_from_raw(site, loader, db):
     world = site.world([ODS])
     site.publish(world, 0)
     feed = site.feed("emis_quality_bad", [ODS])
     [ok] = run_core(site, feed)
     bid = ok.batch_id
     # what a buggy supplier or loader could produce: a lower-case GUID, a non-ISO date, a lost row
-    loader.execute("update raw_emis.admin_patient set patientguid = lower(patientguid) where _batch_id = %s "
+    # (the loader itself cannot update raw rows, so the admin plants them)
+    db.execute("update raw_emis.admin_patient set patientguid = lower(patientguid) where _batch_id = %s "
                    "and _row_number = 1", (bid,))
-    loader.execute("update raw_emis.admin_patient set dateofbirth = '01/02/1990' where _batch_id = %s "
+    db.execute("update raw_emis.admin_patient set dateofbirth = '01/02/1990' where _batch_id = %s "
                    "and _row_number = 2", (bid,))
     loader.execute("delete from raw_emis.admin_location where _batch_id = %s", (bid,))
     with pytest.raises(quality.QualityError) as err:
