@@ -14,7 +14,7 @@ private): as root
   the parent is created ``0711``: others may pass through, not list), named by a hash of the data
   directory asked for (``<hash>/pg``, with ``pg.log``, ``pg.port`` and ``origin``, the path asked
   for); the folder is the server user's, ``0700``. ``EmbeddedPostgres.data_dir`` is that path. A
-  cluster already initialised where it was asked for (by an older version) is used in place.
+  cluster an older version initialised where it was asked for is moved there when not running.
   Clusters whose asked-for folder is gone (a removed test state folder) are removed when the next
   cluster is initialised;
 * the binaries are used in place when the server user can already read them, else copied once
@@ -287,13 +287,26 @@ class EmbeddedPostgres:
 
     @staticmethod
     def _root_data_dir(origin: Path) -> Path:
-        """As root: the cluster's folder of its own under ``pg_home()`` (or ``origin``, if an older
-        version already initialised a cluster there)."""
+        """As root: the cluster's folder of its own under ``pg_home()``. A cluster an older version
+        initialised at ``origin`` is moved there (with its port file and log) if it is not running,
+        else used where it is until it is stopped."""
         import hashlib
 
-        if (origin / "PG_VERSION").exists():
-            return origin
-        return pg_home() / hashlib.sha256(str(origin).encode()).hexdigest()[:24] / origin.name
+        home = pg_home() / hashlib.sha256(str(origin).encode()).hexdigest()[:24]
+        if (origin / "PG_VERSION").exists() and not (home / origin.name).exists():
+            if (origin / "postmaster.pid").exists():
+                log.warning("the embedded cluster in %s is running; it moves to %s once stopped", origin, home)
+                return origin
+            _home_for_root()
+            home.mkdir(mode=0o700, exist_ok=True)
+            for suffix in ("", ".port", ".log"):
+                old = origin.with_name(origin.name + suffix)
+                if old.exists():
+                    shutil.move(str(old), str(home / old.name))
+            pw = pwd.getpwnam(RUN_AS_WHEN_ROOT)
+            os.chown(home, pw.pw_uid, pw.pw_gid)
+            log.info("moved the embedded cluster from %s to %s (no folder is opened for it)", origin, home)
+        return home / origin.name
 
     def _make_home(self) -> None:
         """The folder holding the data dir, its log, port and lock files. As root, a new one is the

@@ -124,3 +124,33 @@ def test_started_as_root_it_opens_no_private_folder(tmp_path):
     finally:
         srv.destroy()
     assert not srv.data_dir.parent.exists()
+
+
+def test_a_cluster_an_older_version_kept_in_the_state_folder_moves_to_its_own_folder(tmp_path):
+    """As root, a cluster initialised where it was asked for (what older versions did) is moved, data
+    and port kept, into the server user's own folder, and no folder above it is opened."""
+    import os
+    import shutil
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the server to another user")
+    origin = tmp_path / "state" / "pg"
+    srv = EmbeddedPostgres(origin, durable=False)
+    with srv.running(), psycopg.connect(srv.url(), autocommit=True) as c:
+        c.execute("create table kept (x int)")
+        c.execute("insert into kept values (7)")
+    origin.parent.mkdir(mode=0o700)
+    for suffix in ("", ".port", ".log"):  # where an older version kept them
+        shutil.move(str(srv.data_dir) + suffix, str(origin) + suffix)
+    mode = origin.parent.stat().st_mode
+    moved = EmbeddedPostgres(origin, durable=False)
+    try:
+        assert moved.data_dir == srv.data_dir and not origin.exists()
+        with moved.running(), psycopg.connect(moved.url()) as c:
+            assert moved.port == srv.port
+            assert c.execute("select x from kept").fetchone() == (7,)
+        assert origin.parent.stat().st_mode == mode
+    finally:
+        moved.destroy()
