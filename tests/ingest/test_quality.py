@@ -68,7 +68,8 @@ def test_a_failed_check_quarantines_the_batch_and_removes_it_from_raw(site, load
         quality.check_batches([bid], site.loader_url)
     text = str(err.value)
     assert "Admin_Patient.patientguid: 1 badly formatted value(s)" in text
-    assert "Admin_Patient.dateofbirth: 1 badly formatted value(s), e.g. '01/02/1990'" in text
+    assert "Admin_Patient.dateofbirth: 1 badly formatted value(s)" in text
+    assert "01/02/1990" not in text  # the column, the count and the kind of problem, never the value
     assert "Admin_Location: 0 row(s) in raw but 1 in the file" in text
     failed = loader.execute("select table_name, column_name from ingest.quality_checks where batch_id = %s "
                             "and not success order by 1, 2", (bid,)).fetchall()
@@ -85,3 +86,22 @@ def test_a_failed_check_quarantines_the_batch_and_removes_it_from_raw(site, load
     assert again.status == "loaded"
     assert [r.success for r in quality.check_batches([bid], site.loader_url)] == [True]
     assert raw_count(loader, "admin_patient", feed.id) == sum(1 for p in world.patients if p.reg_date <= START)
+
+
+def test_values_stored_by_an_older_version_are_scrubbed_before_the_data_docs_are_rebuilt(tmp_path):
+    """Validation results written when GX kept up to five unexpected values per check lose them (and
+    the Data Docs rendered from them go) the first time this version opens the GX project."""
+    import json
+
+    stored = tmp_path / "gx" / "uncommitted" / "validations" / "emis.admin_patient" / "run" / "result.json"
+    stored.parent.mkdir(parents=True)
+    stored.write_text(json.dumps({"results": [{"result": {
+        "unexpected_count": 1, "partial_unexpected_list": ["31/02/1887"],
+        "partial_unexpected_counts": [{"value": "31/02/1887", "count": 1}]}}]}))
+    docs = tmp_path / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations" / "page.html"
+    docs.parent.mkdir(parents=True)
+    docs.write_text("<td>31/02/1887</td>")
+    assert quality._scrub_stored_results(tmp_path) is True
+    assert json.loads(stored.read_text()) == {"results": [{"result": {"unexpected_count": 1}}]}
+    assert not docs.exists()
+    assert quality._scrub_stored_results(tmp_path) is False  # once

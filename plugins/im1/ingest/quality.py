@@ -24,8 +24,12 @@ detected in the file's header; nothing is written per table by hand.
 
 GX Core is imported only inside :func:`check_batches` (a heavy import: never at DAG-parse time).
 The GX project is ``include/gx/great_expectations.yml``, copied at run time to
-``<state dir>/gx/gx/``, where the suites, every validation result and the Data Docs site live.
-Every expectation result is also stored in ``ingest.quality_checks``.
+``<state dir>/gx/gx/``, where the suites, every validation result and the Data Docs site live
+(readable by their owner only). Every expectation result is also stored in ``ingest.quality_checks``.
+
+No value from a checked row is kept or shown anywhere: GX is asked for counts only (no unexpected
+values, value counts or rows, :data:`RESULT_FORMAT`), so validation results, Data Docs, the
+ledger, the error and the alert say the table, the column, how many rows and the kind of problem.
 
 A batch that fails any check is **quarantined**: its rows are deleted from raw in the same
 transaction that records the reason (the failed expectations) in ``ingest.batches``, so raw never
@@ -66,6 +70,12 @@ TPP_DATE_OR_EMPTY = (r"^([0-9]{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|D
 TPP_ROW_ID = r"^[0-9]+$"
 TPP_FLAG_OR_EMPTY = r"^(0|1|true|false|True|False|TRUE|FALSE)?$"
 DATASOURCE = "im1_raw"
+# counts only: a failing value may be a patient's date of birth or identifier, so none is stored
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "exclude_unexpected_values": True,
+                 "include_unexpected_rows": False, "return_unexpected_index_query": False}
+# result keys that can carry values from the checked rows (never kept, whatever GX returns)
+VALUE_KEYS = ("partial_unexpected_list", "partial_unexpected_counts", "partial_unexpected_index_list",
+              "unexpected_list", "unexpected_index_list", "unexpected_rows", "unexpected_index_query", "details")
 URL_ENV = "IM1_GX_WAREHOUSE_URL"
 
 
@@ -181,14 +191,47 @@ def data_docs_index(root: Path | None = None) -> Path:
 
 @contextlib.contextmanager
 def _gx_lock(root: Path) -> Iterator[None]:
-    """GX's file stores are not safe for concurrent writers: one check at a time per state dir."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as fh:
+    """GX's file stores are not safe for concurrent writers: one check at a time per state dir.
+    Everything GX writes meanwhile is readable by the owner only."""
+    paths.private_dir(root)
+    with paths.owner_only(), open(root / ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_SCRUBBED = ".no-values"  # marker: stored results written before RESULT_FORMAT have been scrubbed
+
+
+def _scrub_stored_results(root: Path) -> bool:
+    """Remove row values from validation results stored by an older version (which asked GX for up
+    to five unexpected values per check) and delete the Data Docs rendered from them; once per GX
+    project. True if it did so (the Data Docs must then be built in full)."""
+    project = root / "gx"
+    marker = project / "uncommitted" / _SCRUBBED
+    if marker.exists():
+        return False
+    for path in (project / "uncommitted" / "validations").rglob("*.json"):
+        doc = json.loads(path.read_text())
+        for er in doc.get("results", []) if isinstance(doc, dict) else []:
+            for key in VALUE_KEYS:
+                (er.get("result") or {}).pop(key, None)
+        path.write_text(json.dumps(doc))
+        path.chmod(0o600)
+    shutil.rmtree(project / "uncommitted" / "data_docs", ignore_errors=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return True
+
+
+_LITERAL = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _without_literals(text: str) -> str:
+    """An error message with every quoted literal blanked (a database error may quote a row's value)."""
+    return _LITERAL.sub("'…'", text)
 
 
 def _context(root: Path):
@@ -203,6 +246,8 @@ def _context(root: Path):
     for stale in ("checkpoints", "validation_definitions"):
         shutil.rmtree(project / stale, ignore_errors=True)
     (project / "uncommitted").mkdir(exist_ok=True)
+    if not (project / "uncommitted" / "validations").is_dir():
+        (project / "uncommitted" / _SCRUBBED).touch()  # a new project: nothing to scrub
     return gx.get_context(mode="file", project_root_dir=str(root))
 
 
@@ -212,16 +257,16 @@ def rebuild_data_docs(root: Path | None = None) -> Path | None:
     if not (root / "gx" / "uncommitted" / "validations").is_dir():
         return None
     with _gx_lock(root):
-        _context(root).build_data_docs()
+        ctx = _context(root)
+        _scrub_stored_results(root)
+        ctx.build_data_docs()
     return data_docs_index(root)
 
 
 def _observed(result: dict) -> dict:
+    """Counts only (never an unexpected value: see :data:`RESULT_FORMAT`)."""
     keep = ("observed_value", "element_count", "unexpected_count", "unexpected_percent", "missing_count")
-    out = {k: result[k] for k in keep if k in result and result[k] is not None}
-    if result.get("partial_unexpected_list"):
-        out["examples"] = [str(v)[:80] for v in result["partial_unexpected_list"][:5]]
-    return out
+    return {k: result[k] for k in keep if k in result and result[k] is not None}
 
 
 def _describe(table: str, cfg_type: str, column: str | None, observed: dict, expected_rows: int | None,
@@ -229,13 +274,12 @@ def _describe(table: str, cfg_type: str, column: str | None, observed: dict, exp
     if cfg_type == "expect_table_row_count_to_equal":
         return f"{table}: {observed.get('observed_value')} row(s) in raw but {expected_rows} in the file"
     n = observed.get("unexpected_count")
-    eg = ", ".join(repr(v) for v in observed.get("examples", [])[:3])
     what = what or {
         "expect_column_values_to_match_regex": "badly formatted",
         "expect_column_values_to_not_match_regex": "empty",
         "expect_column_values_to_not_be_null": "null",
     }.get(cfg_type, cfg_type)
-    return f"{table}.{column}: {n} {what} value(s)" + (f", e.g. {eg}" if eg else "")
+    return f"{table}.{column}: {n} {what} value(s)"
 
 
 def check_batches(batch_ids: list[int], conninfo: str, *, root: Path | None = None) -> list[BatchQuality]:
@@ -263,10 +307,13 @@ def check_batches(batch_ids: list[int], conninfo: str, *, root: Path | None = No
     log.info("GX imported in %.1fs", time.monotonic() - t0)
     with _gx_lock(root):
         ctx = _context(root)
+        full_build = _scrub_stored_results(root)
         result_ids: list = []
         for row in todo:
             results.append(_check_one(ctx, gx, gxe, RunIdentifier, row, conninfo, result_ids))
-        if result_ids:
+        if full_build:
+            ctx.build_data_docs()
+        elif result_ids:
             # one incremental Data Docs build for everything validated here (an UpdateDataDocsAction
             # on the checkpoint would rebuild the site once per table: ~20x slower)
             ctx.build_data_docs(resource_identifiers=result_ids)
@@ -316,7 +363,7 @@ def _check_one(ctx, gx, gxe, RunIdentifier, row: ledger.BatchRow, conninfo: str,
         return BatchQuality(row.batch_id, row.organisation, row.batch_key, True, 0)
     checkpoint = ctx.checkpoints.add_or_update(gx.Checkpoint(
         name="im1_raw_batch", validation_definitions=vds, actions=[],
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5}))
+        result_format=RESULT_FORMAT))
     run_name = f"{row.feed_id} {row.batch_key} {row.organisation} batch {row.batch_id}"
     result = checkpoint.run(expectation_parameters=params, run_id=RunIdentifier(run_name=run_name))
     result_ids.extend(result.run_results.keys())
@@ -333,7 +380,7 @@ def _check_one(ctx, gx, gxe, RunIdentifier, row: ledger.BatchRow, conninfo: str,
             check = next((c for c in plan if c.expectation == cfg.type and c.column == column), None)
             observed = _observed(er.result or {})
             if er.exception_info and er.exception_info.get("raised_exception"):
-                observed["exception"] = str(er.exception_info.get("exception_message"))[:500]
+                observed["exception"] = _without_literals(str(er.exception_info.get("exception_message")))[:500]
             n_checks += 1
             records.append((row.batch_id, f["file_id"], f["table_name"], cfg.type, column, bool(er.success),
                             json.dumps(observed), run_id))
