@@ -116,7 +116,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         sys.modules["airflow.settings"].dispose_orm()
     server = _SESSION.pop("server", None)
     if server is not None:
-        server.stop()
+        server.destroy()  # as root the cluster lives outside the state folder (see im1dev.embedded)
     drop = _SESSION.pop("drop", None)
     if drop:
         import psycopg

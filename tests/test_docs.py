@@ -62,3 +62,6 @@ def test_publish_needs_a_site_and_replaces_files_whole(tmp_path):
     docs.publish(target, dest)
     assert (dest / "static_index.html").read_text() == "v2"
     assert sorted(p.name for p in dest.iterdir()) == ["manifest.json", "static_index.html"]  # no temp files left
+    # the site (it documents the warehouse) is its owner's alone
+    assert dest.stat().st_mode & 0o077 == 0
+    assert all(p.stat().st_mode & 0o077 == 0 for p in dest.iterdir())

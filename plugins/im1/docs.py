@@ -36,11 +36,12 @@ def publish(target: Path, dest: Path | None = None) -> list[Path]:
     present = [n for n in DBT_DOCS_FILES if (target / n).is_file()]
     if "static_index.html" not in present and "index.html" not in present:
         raise FileNotFoundError(f"no dbt docs site in {target} (run `dbt docs generate` first)")
-    dest.mkdir(parents=True, exist_ok=True)
+    paths.private_dir(dest)
     out = []
-    for name in present:
-        tmp = dest / f".{name}.tmp"
-        shutil.copyfile(target / name, tmp)
-        os.replace(tmp, dest / name)
-        out.append(dest / name)
+    with paths.owner_only():  # state files are their owner's alone
+        for name in present:
+            tmp = dest / f".{name}.tmp"
+            shutil.copyfile(target / name, tmp)
+            os.replace(tmp, dest / name)
+            out.append(dest / name)
     return out

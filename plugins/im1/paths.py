@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -65,3 +67,14 @@ def private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
     return path
+
+
+@contextlib.contextmanager
+def owner_only() -> Iterator[None]:
+    """Files and folders created in the block (by us or by a library: GX, dbt docs) are the owner's
+    alone (umask 077: files 0600, folders 0700). The umask is the process's, restored afterwards."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)

@@ -6,7 +6,19 @@ has to be installed or running beforehand. The cluster lives in a project folder
 started it (:meth:`EmbeddedPostgres.running` is a context manager that never leaves an orphan).
 
 PostgreSQL refuses to run as root; when we are root the server runs as an unprivileged system
-user (``pgserver``, created on first use), as pgserver itself does.
+user (``pgserver``, created on first use), as pgserver itself does. That user must reach its data
+directory and the binaries, and no folder is opened to everyone for it (a private folder stays
+private): as root
+
+* the cluster lives in a folder of its own under ``/var/lib/im1-pg`` (``IM1_PG_HOME`` overrides;
+  the parent is created ``0711``: others may pass through, not list), named by a hash of the data
+  directory asked for (``<hash>/pg``, with ``pg.log``, ``pg.port`` and ``origin``, the path asked
+  for); the folder is the server user's, ``0700``. ``EmbeddedPostgres.data_dir`` is that path. A
+  cluster an older version initialised where it was asked for is moved there when not running.
+  Clusters whose asked-for folder is gone (a removed test state folder) are removed when the next
+  cluster is initialised;
+* the binaries are used in place when the server user can already read them, else copied once
+  into ``<IM1_PG_HOME>/pginstall-<hash>`` (root's, readable by all).
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 RUN_AS_WHEN_ROOT = "pgserver"
+HOME_WHEN_ROOT = Path("/var/lib/im1-pg")
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -65,6 +78,68 @@ def _port_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+def pg_home() -> Path:
+    """Where clusters (and, if needed, binaries) live when we are root (``IM1_PG_HOME`` overrides)."""
+    return Path(os.environ.get("IM1_PG_HOME") or HOME_WHEN_ROOT)
+
+
+def _others_can_reach(path: Path, *, read: bool = False) -> bool:
+    """True if every folder down to ``path`` lets others pass (and, with ``read``, ``path``'s tree is
+    readable by others): so another user reaches it without any mode being changed."""
+    for p in [path, *path.parents]:
+        if p.is_dir() and not p.stat().st_mode & stat.S_IXOTH:
+            return False
+    if read:
+        for root, dirs, files in os.walk(path):
+            for name in dirs:
+                if (Path(root) / name).stat().st_mode & (stat.S_IROTH | stat.S_IXOTH) != stat.S_IROTH | stat.S_IXOTH:
+                    return False
+            for name in files:
+                fp = Path(root) / name
+                if not fp.is_symlink() and not fp.stat().st_mode & stat.S_IROTH:
+                    return False
+    return True
+
+
+def _home_for_root() -> Path:
+    """``pg_home()``, created ``0711`` by root if missing; its ancestors must already let others pass."""
+    home = pg_home()
+    if not home.is_dir():
+        home.mkdir(parents=True, exist_ok=True)
+        home.chmod(0o711)
+    if not _others_can_reach(home):
+        raise EmbeddedPostgresError(f"{home} (or a folder above it) does not let other users pass; the embedded "
+                                    "PostgreSQL runs as an unprivileged user when started as root. Name a "
+                                    "folder it can reach with IM1_PG_HOME (nothing is chmodded for it)")
+    return home
+
+
+def _server_binaries(src: Path) -> Path:
+    """The bin folder the server user can run: ``src`` when it can already read it, else a copy of
+    its install tree in ``pg_home()`` (made once, under a lock, by copying then renaming)."""
+    install = src.parent
+    if _others_can_reach(install, read=True):
+        return src
+    import hashlib
+
+    digest = hashlib.sha256(f"{install}:{(src / 'postgres').stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    home = _home_for_root()
+    dest = home / f"pginstall-{digest}"
+    with open(home / f"{dest.name}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        if not dest.is_dir():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=home))
+            shutil.copytree(install, tmp / "i", symlinks=True)
+            for root, dirs, files in os.walk(tmp):
+                for name in [*dirs, *files]:
+                    fp = Path(root) / name
+                    if not fp.is_symlink():
+                        fp.chmod(fp.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if fp.is_dir() else 0))
+            (tmp / "i").rename(dest)
+            tmp.rmdir()
+    return dest / src.name
+
+
 def ensure_system_user(name: str) -> pwd.struct_passwd:
     """Create the unprivileged system user the server runs as (when we are root), once.
 
@@ -90,18 +165,34 @@ def ensure_system_user(name: str) -> pwd.struct_passwd:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _sweep_orphans(home: Path) -> None:
+    """Remove clusters under ``home`` whose asked-for folder's parent is gone and that are not running
+    (a test session's state folder was removed while its cluster stayed here)."""
+    for origin_file in home.glob("*/origin"):
+        folder = origin_file.parent
+        try:
+            origin = Path(origin_file.read_text().strip())
+        except OSError:
+            continue
+        if origin.parent.exists() or (folder / origin.name / "postmaster.pid").exists():
+            continue
+        log.info("removing the embedded cluster of %s (that folder is gone)", origin)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class EmbeddedPostgres:
     """A PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1 (port chosen once and remembered)."""
 
     def __init__(self, data_dir: Path, *, durable: bool = True, superuser: str = "postgres",
                  port: int | None = None):
         """``port`` pins the port of a new cluster, so its URLs can be handed out before it starts."""
-        self.data_dir = Path(data_dir).resolve()
+        self.origin = Path(data_dir).resolve()  # where the cluster was asked for
         self._pinned_port = port
         self.durable = durable
         self.superuser = superuser
-        self.bin = postgres_bin_dir()
         self._user = self._run_as_user()
+        self.bin = postgres_bin_dir() if self._user is None else _server_binaries(postgres_bin_dir())
+        self.data_dir = self.origin if self._user is None else self._root_data_dir(self.origin)
         self._port_file = self.data_dir.parent / f"{self.data_dir.name}.port"
         self._lock_file = self.data_dir.parent / f"{self.data_dir.name}.lock"
         self.log_file = self.data_dir.parent / f"{self.data_dir.name}.log"
@@ -136,7 +227,7 @@ class EmbeddedPostgres:
 
     def ensure_started(self) -> bool:
         """Initialise if needed and start if not running. Returns True if this call started it."""
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._make_home()
         with self._locked():
             if not self.initialised:
                 self._initdb()
@@ -154,6 +245,8 @@ class EmbeddedPostgres:
             return True
 
     def stop(self) -> None:
+        if not self.data_dir.parent.is_dir():
+            return  # never initialised (as root, its folder is made on first start)
         with self._locked():
             if self.is_running():
                 self._pg_ctl(["-m", "fast", "-w", "-t", "60", "stop"])
@@ -173,6 +266,8 @@ class EmbeddedPostgres:
         shutil.rmtree(self.data_dir, ignore_errors=True)
         for p in (self._port_file, self._lock_file, self.log_file):
             p.unlink(missing_ok=True)
+        if self.data_dir != self.origin:
+            shutil.rmtree(self.data_dir.parent, ignore_errors=True)
 
     # -- internals ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -190,31 +285,54 @@ class EmbeddedPostgres:
         ensure_system_user(RUN_AS_WHEN_ROOT)
         return RUN_AS_WHEN_ROOT
 
+    @staticmethod
+    def _root_data_dir(origin: Path) -> Path:
+        """As root: the cluster's folder of its own under ``pg_home()``. A cluster an older version
+        initialised at ``origin`` is moved there (with its port file and log) if it is not running,
+        else used where it is until it is stopped."""
+        import hashlib
+
+        home = pg_home() / hashlib.sha256(str(origin).encode()).hexdigest()[:24]
+        if (origin / "PG_VERSION").exists() and not (home / origin.name).exists():
+            if (origin / "postmaster.pid").exists():
+                log.warning("the embedded cluster in %s is running; it moves to %s once stopped", origin, home)
+                return origin
+            _home_for_root()
+            home.mkdir(mode=0o700, exist_ok=True)
+            for suffix in ("", ".port", ".log"):
+                old = origin.with_name(origin.name + suffix)
+                if old.exists():
+                    shutil.move(str(old), str(home / old.name))
+            pw = pwd.getpwnam(RUN_AS_WHEN_ROOT)
+            os.chown(home, pw.pw_uid, pw.pw_gid)
+            log.info("moved the embedded cluster from %s to %s (no folder is opened for it)", origin, home)
+        return home / origin.name
+
+    def _make_home(self) -> None:
+        """The folder holding the data dir, its log, port and lock files. As root, a new one is the
+        server user's (``0700``) inside ``pg_home()``; no existing folder's mode is changed."""
+        if self._user is None or self.data_dir == self.origin:
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            return
+        home = _home_for_root()
+        folder = self.data_dir.parent
+        if not folder.is_dir():
+            _sweep_orphans(home)
+            pw = pwd.getpwnam(self._user)
+            folder.mkdir(mode=0o700, exist_ok=True)
+            os.chown(folder, pw.pw_uid, pw.pw_gid)
+            folder.chmod(0o700)
+        (folder / "origin").write_text(str(self.origin) + "\n")
+
     def _prepare_permissions(self) -> None:
-        """As root: let the unprivileged server user reach the binaries, the data dir and its log."""
+        """As root: the data dir and its log belong to the unprivileged server user (the log readable
+        by it alone: it may hold statements)."""
         if self._user is None:
             return
         pw = pwd.getpwnam(self._user)
-        rx = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
-        for base in (self.data_dir.parent, self.bin.parent):
-            p = base
-            while True:
-                mode = p.stat().st_mode
-                if mode & rx != rx:
-                    p.chmod(mode | rx)
-                if p.parent == p:
-                    break
-                p = p.parent
-        for root, dirs, files in os.walk(self.bin.parent):
-            for d in dirs:
-                dp = Path(root) / d
-                dp.chmod(dp.stat().st_mode | rx)
-            for f in files:
-                fp = Path(root) / f
-                fp.chmod(fp.stat().st_mode | stat.S_IRGRP | stat.S_IROTH)
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
-        self.log_file.touch(exist_ok=True)
+        self.log_file.touch(mode=0o600, exist_ok=True)
         os.chown(self.log_file, pw.pw_uid, pw.pw_gid)
 
     def _run(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess:
@@ -242,6 +360,7 @@ class EmbeddedPostgres:
         return self._run([str(self.bin / "pg_ctl"), "-D", str(self.data_dir), *args], check=check)
 
     def _initdb(self) -> None:
+        self._make_home()
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
             raise EmbeddedPostgresError(f"{self.data_dir} exists but is not a PostgreSQL cluster; move it away")
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -87,7 +87,7 @@ def airflow_metadata_url(wh: Warehouse) -> str:
 
 def local_env(wh: Warehouse, *, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment variables for Airflow, dbt and the im1 CLI against warehouse ``wh``."""
-    state = paths.state_dir()
+    state = paths.private_dir(paths.state_dir())  # Airflow logs, lineage, docs, archive: the owner's alone
     secrets = connections_file()
     if not secrets.exists():
         paths.private_dir(secrets.parent)

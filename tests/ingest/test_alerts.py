@@ -181,3 +181,65 @@ def test_alert_is_emailed_through_the_airflow_smtp_connection(smtp_server, monke
     assert mail["Subject"] == "IM1 alert: im1_transform.dbt.mart.run failed"
     body = next(p for p in mail.walk() if p.get_content_type() == "text/html").get_content()
     assert "IM1 ALERT: im1_transform.dbt.mart.run failed in run r2: RuntimeError: relation does not exist" in body
+
+
+PLANTED_DOB = "31/02/1887"  # a date of birth that is no date at all (and not ISO): fails its check
+
+
+def _plant_date_of_birth(folder, keys, value: str) -> None:
+    import csv
+    import io
+
+    def edit(data: bytes) -> bytes:
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+        rows[1][[c.lower() for c in rows[0]].index("dateofbirth")] = value
+        out = io.StringIO()
+        csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n").writerows(rows)
+        return out.getvalue().encode("utf-8")
+
+    faults._rewrite(folder, "Admin_Patient", keys, edit)
+
+
+def test_a_value_failing_its_check_appears_in_no_error_event_alert_or_data_docs(site, loader, webhook, caplog):
+    """Issue 13: the quality step says the column, the row count and the kind of problem, never the
+    value: not in the ledger's error, its events, the quality results, the webhook alert, the task
+    log or any file GX writes (validation results, Data Docs); and those files are the owner's alone."""
+    import os
+    import stat
+    from pathlib import Path
+
+    from im1.ingest import quality
+
+    world = site.world([ODS])
+    folder = site.publish(world, 0)
+    _plant_date_of_birth(folder, site.keys, PLANTED_DOB)
+    feed = site.feed("emis_no_values", [ODS])
+    run = ingest_dag(feed.id).test(logical_date=LOGICAL)
+    assert run.state == "failed"
+    [(batch_id, status, error)] = loader.execute(
+        "select batch_id, status, error from ingest.batches where feed_id = %s", (feed.id,)).fetchall()
+    assert status == "quarantined"
+    assert "Admin_Patient.dateofbirth: 1 badly formatted value(s)" in error
+    [hit] = [h for h in webhook if h["body"]["task_id"] == "organisation.quality"]
+    assert "Admin_Patient.dateofbirth: 1 badly formatted value(s)" in hit["body"]["text"]
+
+    def clean(text: str, where: str) -> None:
+        assert PLANTED_DOB not in text and PLANTED_DOB.replace("/", "\\/") not in text, where
+
+    clean(error, "ingest.batches.error")
+    for (message,) in loader.execute("select message from ingest.events where feed_id = %s", (feed.id,)):
+        clean(message, "ingest.events")
+    for (observed,) in loader.execute("select observed_value::text from ingest.quality_checks "
+                                      "where batch_id = %s", (batch_id,)):
+        clean(observed, "ingest.quality_checks")
+    clean(json.dumps(webhook), "the webhook")
+    clean("\n".join(r.getMessage() for r in caplog.records), "the task log")
+    root = quality.gx_root()
+    assert quality.data_docs_index(root).exists()
+    files = [str(Path(d) / f) for d, _, fs in os.walk(root) for f in fs]
+    assert any("validations" in f for f in files)
+    for path in files:
+        with open(path, "rb") as fh:
+            clean(fh.read().decode("utf-8", "replace"), path)
+    for path in [root, *(Path(d) / x for d, ds, fs in os.walk(root) for x in ds + fs)]:
+        assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, (path, oct(os.stat(path).st_mode))

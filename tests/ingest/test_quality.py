@@ -51,16 +51,17 @@ def test_a_good_batch_passes_and_every_result_is_stored(site, loader):
     assert quality.check_batches([ok.batch_id], site.loader_url) == []  # checked once
 
 
-def test_a_failed_check_quarantines_the_batch_and_removes_it_from_raw(site, loader):
+def test_a_failed_check_quarantines_the_batch_and_removes_it_from_raw(site, loader, db):
     world = site.world([ODS])
     site.publish(world, 0)
     feed = site.feed("emis_quality_bad", [ODS])
     [ok] = run_core(site, feed)
     bid = ok.batch_id
     # what a buggy supplier or loader could produce: a lower-case GUID, a non-ISO date, a lost row
-    loader.execute("update raw_emis.admin_patient set patientguid = lower(patientguid) where _batch_id = %s "
+    # (the loader itself cannot update raw rows, so the admin plants them)
+    db.execute("update raw_emis.admin_patient set patientguid = lower(patientguid) where _batch_id = %s "
                    "and _row_number = 1", (bid,))
-    loader.execute("update raw_emis.admin_patient set dateofbirth = '01/02/1990' where _batch_id = %s "
+    db.execute("update raw_emis.admin_patient set dateofbirth = '01/02/1990' where _batch_id = %s "
                    "and _row_number = 2", (bid,))
     loader.execute("delete from raw_emis.admin_location where _batch_id = %s", (bid,))
     with pytest.raises(quality.QualityError) as err:
@@ -90,3 +91,22 @@ def test_a_failed_check_quarantines_the_batch_and_removes_it_from_raw(site, load
     assert again.status == "loaded"
     assert [r.success for r in quality.check_batches([bid], site.loader_url)] == [True]
     assert raw_count(loader, "admin_patient", feed.id) == sum(1 for p in world.patients if p.reg_date <= START)
+
+
+def test_values_stored_by_an_older_version_are_scrubbed_before_the_data_docs_are_rebuilt(tmp_path):
+    """Validation results written when GX kept up to five unexpected values per check lose them (and
+    the Data Docs rendered from them go) the first time this version opens the GX project."""
+    import json
+
+    stored = tmp_path / "gx" / "uncommitted" / "validations" / "emis.admin_patient" / "run" / "result.json"
+    stored.parent.mkdir(parents=True)
+    stored.write_text(json.dumps({"results": [{"result": {
+        "unexpected_count": 1, "partial_unexpected_list": ["31/02/1887"],
+        "partial_unexpected_counts": [{"value": "31/02/1887", "count": 1}]}}]}))
+    docs = tmp_path / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations" / "page.html"
+    docs.parent.mkdir(parents=True)
+    docs.write_text("<td>31/02/1887</td>")
+    assert quality._scrub_stored_results(tmp_path) is True
+    assert json.loads(stored.read_text()) == {"results": [{"result": {"unexpected_count": 1}}]}
+    assert not docs.exists()
+    assert quality._scrub_stored_results(tmp_path) is False  # once

@@ -98,3 +98,108 @@ def test_a_reader_cannot_talk_itself_out_of_read_only(warehouse, role):
     # the loader still takes its locks
     with _as(warehouse, LOADER) as conn:
         assert conn.execute("select pg_try_advisory_lock(hashtext('im1.load:emis_x:Z99999'))").fetchone() == (True,)
+
+
+@pytest.mark.parametrize("session", ["default_off", "transaction_read_write"])
+@pytest.mark.parametrize("role", [BI_READER, MART_READER])
+def test_a_reader_has_nothing_to_write_with_once_read_write(warehouse, probes, role, session):
+    """Issue 13: whichever way a reader turns read-only off (the session default, or
+    ``set transaction read write``), every way of writing is still closed: large objects, temporary
+    objects, objects in public or a new schema, sequences it can see, the loader's functions and
+    locks."""
+    with _as(warehouse, TRANSFORMER) as tr:
+        tr.execute("create sequence if not exists published.access_probe_seq")
+    try:
+        with _as(warehouse, role) as conn:
+            if session == "default_off":
+                conn.execute("set default_transaction_read_only = off")
+            for statement in (
+                    "select lo_from_bytea(0, 'x'::bytea)", "select lo_create(0)", "select lo_creat(-1)",
+                    "select lo_open(1, 131072)", "select lowrite(0, 'x'::bytea)", "select lo_put(1, 0, 'x'::bytea)",
+                    "select lo_unlink(1)", "select lo_import('/etc/hostname')",
+                    "create temporary table t (x int)", "create temporary sequence s",
+                    "create function pg_temp.f() returns int language sql as 'select 1'",
+                    "create table public.t (x int)", "create function public.f() returns int language sql as 'select 1'",
+                    "create table published.t (x int)", "create schema reader_owned",
+                    "select nextval('published.access_probe_seq')", "select setval('published.access_probe_seq', 5)",
+                    "select ingest.load_bigint('x')", "select nextval('ingest.load_seq')",
+                    "select pg_advisory_lock(hashtext('im1.load:emis_x:Z99999'))",
+                    "select pg_try_advisory_xact_lock(7)", "select pg_advisory_lock_shared(42)"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                    if session == "transaction_read_write":
+                        conn.execute("set transaction read write")
+                    conn.execute(statement)
+    finally:
+        with _as(warehouse, TRANSFORMER) as tr:
+            tr.execute("drop sequence if exists published.access_probe_seq")
+
+
+# what the loader could attach to a table dbt (the transformer) reads: code that would then run as
+# the transformer (a row-security policy, a trigger, a default or index expression), or a table of
+# its own put in place of the platform's
+LOADER_DDL = (
+    "alter table raw_emis.admin_patient enable row level security",
+    "create policy p on raw_emis.admin_patient for select using (true)",
+    "create trigger t before insert on raw_emis.admin_patient for each row "
+    "execute function suppress_redundant_updates_trigger()",
+    "alter table raw_emis.admin_patient alter column _feed_id set default 'x'",
+    "create index raw_probe_ix on raw_emis.admin_patient ((lower(patientguid)))",
+    "alter table raw_emis.admin_patient add column loader_column text",
+    "drop table raw_tpp.srpatient",
+    "create table raw_emis.loader_table (x int)",
+    "alter table ingest.batches enable row level security",
+    "create policy p on ingest.files for select using (true)",
+    "create function ingest.loader_function() returns int language sql as 'select 1'",
+    "create or replace function ingest.load_text(setting text) returns text language sql as $$ select 'x' $$",
+)
+
+
+def _owner_of(conn, relation: str) -> str:
+    return conn.execute("select pg_get_userbyid(relowner) from pg_class where oid = %s::regclass",
+                        (relation,)).fetchone()[0]
+
+
+def test_the_loader_cannot_attach_code_to_the_tables_the_transformer_reads(warehouse, db):
+    """Issue 13: raw and the ledger are owned by a role the loader is not a member of; the loader
+    writes rows and nothing else."""
+    bootstrap(warehouse)
+    for relation in ("raw_emis.admin_patient", "raw_tpp.srpatient", "ingest.batches", "ingest.files"):
+        owner = _owner_of(db, relation)
+        assert owner != LOADER
+        assert db.execute("select pg_has_role(%s, %s, 'MEMBER')", (LOADER, owner)).fetchone() == (False,), relation
+    with _as(warehouse, LOADER) as conn:
+        for statement in LOADER_DDL:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute(statement)
+        # what loads need is still there
+        with conn.transaction():
+            conn.execute("lock table raw_emis.admin_patient in share row exclusive mode")
+            conn.execute("select count(*) from raw_emis.admin_patient")
+            conn.execute("delete from raw_emis.admin_patient where _batch_id = -1")
+
+
+def test_bootstrap_takes_raw_back_from_a_loader_that_owned_it(warehouse, db):
+    """A warehouse bootstrapped when the loader owned raw and the ledger is migrated: the tables are
+    re-owned and what the loader had attached to them is removed."""
+    bootstrap(warehouse)
+    owner = _owner_of(db, "raw_emis.admin_patient")
+    for relation in ("raw_emis.admin_patient", "ingest.batches"):
+        db.execute(sql.SQL("alter table {} owner to {}").format(sql.SQL(relation), sql.Identifier(LOADER)))
+    for schema in ("raw_emis", "raw_tpp", "ingest"):
+        db.execute(sql.SQL("alter schema {} owner to {}").format(sql.Identifier(schema), sql.Identifier(LOADER)))
+    with _as(warehouse, LOADER) as conn:
+        conn.execute("create policy planted on raw_emis.admin_patient for select using (true)")
+        conn.execute("alter table raw_emis.admin_patient enable row level security")
+        conn.execute("create trigger planted before insert on ingest.batches for each row "
+                     "execute function suppress_redundant_updates_trigger()")
+    bootstrap(warehouse)
+    for relation in ("raw_emis.admin_patient", "ingest.batches"):
+        assert _owner_of(db, relation) == owner
+    assert db.execute("select count(*) from pg_namespace where nspname in ('raw_emis', 'raw_tpp', 'ingest') "
+                      "and pg_get_userbyid(nspowner) = %s", (LOADER,)).fetchone() == (0,)
+    assert db.execute("select count(*) from pg_policy where polrelid = 'raw_emis.admin_patient'::regclass"
+                      ).fetchone() == (0,)
+    assert db.execute("select relrowsecurity from pg_class where oid = 'raw_emis.admin_patient'::regclass"
+                      ).fetchone() == (False,)
+    assert db.execute("select count(*) from pg_trigger where tgrelid = 'ingest.batches'::regclass "
+                      "and not tgisinternal").fetchone() == (0,)

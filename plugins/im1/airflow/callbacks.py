@@ -21,6 +21,7 @@ import html
 import json
 import logging
 import os
+import re
 import urllib.request
 from typing import Any
 
@@ -75,6 +76,20 @@ def ledger_batches(feed: str, organisation: str | None, since) -> list[dict]:
     return [{"batch_id": r[0], "batch_key": r[1], "organisation": r[2], "status": r[3]} for r in rows]
 
 
+def error_text(exc) -> str:
+    """The failure as the alert says it. A database error is reduced to its primary message with
+    quoted literals blanked: PostgreSQL's DETAIL and CONTEXT (and messages such as "invalid input
+    syntax ... '<value>'") quote row values, which may be patient data."""
+    if not isinstance(exc, BaseException):
+        return str(exc or "unknown error")
+    for err in (exc, exc.__cause__, exc.__context__):
+        diag = getattr(err, "diag", None)
+        if diag is not None and getattr(diag, "message_primary", None):
+            primary = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", diag.message_primary)
+            return f"{type(exc).__name__}: {primary} (database error; row values withheld)"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def build_alert(context) -> dict[str, Any]:
     """The alert's fields and its one-paragraph text."""
     ti = _ti(context)
@@ -82,8 +97,7 @@ def build_alert(context) -> dict[str, Any]:
     task_id = getattr(ti, "task_id", None) or "?"
     map_index = getattr(ti, "map_index", -1)
     run_id = context.get("run_id") or getattr(ti, "run_id", None) or "?"
-    exc = context.get("exception")
-    error = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc or "unknown error")
+    error = error_text(context.get("exception"))
     feed, org = feed_of(context), organisation_of(context)
     batches: list[dict] = []
     if feed:

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from im1 import specs
-from im1.warehouse.bootstrap import META_NAMES
+from im1.warehouse.bootstrap import META_NAMES, add_column
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +205,7 @@ def copy_stream(conn: psycopg.Connection, schema: str, f: StagedFile, reader, he
     f.unknown_columns = check_header(f.table, f.header, existing, f.path.name)
     for col in f.unknown_columns:
         # keep unknown columns: schema drift is normal, and the data is not ours to drop
-        conn.execute(
-            sql.SQL("alter table {} add column if not exists {} text").format(
-                sql.Identifier(schema, raw_table), sql.Identifier(specs.raw_column_name(col))
-            )
-        )
+        add_column(conn, schema, raw_table, specs.raw_column_name(col))
     conn.execute("select set_config('im1.file_id', %s, true)", (str(f.file_id),))
     conn.execute("select setval(%s::regclass, 1, false)", (ROW_SEQ,))
     claim_load_seq(conn, schema, raw_table)

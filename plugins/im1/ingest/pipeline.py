@@ -44,6 +44,7 @@ from im1.ingest.errors import QUARANTINE_ERRORS, QuarantineError
 from im1.ingest.load import set_load_context
 from im1.ingest.model import Discovery, FetchedBatch, FetchedFile, Incomplete, LoadResult, PlannedBatch
 from im1.transport.sftp import RemoteFile
+from im1.warehouse.bootstrap import add_column
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +307,8 @@ class Pipeline:
                             counts[f.table] = sf.rows
                             # unknown columns are kept: raw gets them now, before the practices move rows
                             for col in sf.unknown_columns:
-                                conn.execute(sql.SQL("alter table {} add column if not exists {} text").format(
-                                    raw_table, sql.Identifier(specs.raw_column_name(col))))
+                                add_column(conn, ad.raw_schema, specs.raw_table_name(f.table),
+                                           specs.raw_column_name(col))
                             self._record_file(conn, delivery, f.name, sf, version, ledger.FileStatus.STAGED)
                     version = min(v for v in versions if v) if any(versions) else None
                     if version:

@@ -31,8 +31,10 @@ the count and the record numbers of the first failing rows.
 
 GX Core is imported only inside :func:`check_batches` (a heavy import: never at DAG-parse time).
 The GX project is ``include/gx/great_expectations.yml``, copied at run time to
-``<state dir>/gx/gx/``, where the suites, every validation result and the Data Docs site live.
-Every expectation result is also stored in ``ingest.quality_checks``.
+``<state dir>/gx/gx/``, where the suites, every validation result and the Data Docs site live
+(readable by their owner only). Every expectation result is also stored in ``ingest.quality_checks``.
+Validation results stored by an older version (which kept up to five failing values per check)
+are scrubbed once and the Data Docs rebuilt from them (:func:`_scrub_stored_results`).
 
 A batch that fails any check is **quarantined**: its rows are deleted from raw in the same
 transaction that records the reason (the failed expectations) in ``ingest.batches``, so raw never
@@ -73,6 +75,9 @@ TPP_DATE_OR_EMPTY = (r"^([0-9]{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|D
 TPP_ROW_ID = r"^[0-9]+$"
 TPP_FLAG_OR_EMPTY = r"^(0|1|true|false|True|False|TRUE|FALSE)?$"
 DATASOURCE = "im1_raw"
+# result keys that can carry values from the checked rows (removed from results stored by older versions)
+VALUE_KEYS = ("partial_unexpected_list", "partial_unexpected_counts", "partial_unexpected_index_list",
+              "unexpected_list", "unexpected_index_list", "unexpected_rows", "unexpected_index_query", "details")
 
 
 @dataclass(frozen=True)
@@ -190,14 +195,39 @@ def data_docs_index(root: Path | None = None) -> Path:
 
 @contextlib.contextmanager
 def _gx_lock(root: Path) -> Iterator[None]:
-    """GX's file stores are not safe for concurrent writers: one check at a time per state dir."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as fh:
+    """GX's file stores are not safe for concurrent writers: one check at a time per state dir.
+    Everything GX writes meanwhile is readable by the owner only."""
+    paths.private_dir(root)
+    with paths.owner_only(), open(root / ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_SCRUBBED = ".no-values"  # marker: stored results written by an older version have been scrubbed
+
+
+def _scrub_stored_results(root: Path) -> bool:
+    """Remove row values from validation results stored by an older version (which asked GX for up
+    to five unexpected values per check) and delete the Data Docs rendered from them; once per GX
+    project. True if it did so (the Data Docs must then be built in full)."""
+    project = root / "gx"
+    marker = project / "uncommitted" / _SCRUBBED
+    if marker.exists():
+        return False
+    for path in (project / "uncommitted" / "validations").rglob("*.json"):
+        doc = json.loads(path.read_text())
+        for er in doc.get("results", []) if isinstance(doc, dict) else []:
+            for key in VALUE_KEYS:
+                (er.get("result") or {}).pop(key, None)
+        path.write_text(json.dumps(doc))
+        path.chmod(0o600)
+    shutil.rmtree(project / "uncommitted" / "data_docs", ignore_errors=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return True
 
 
 def _context(root: Path):
@@ -212,6 +242,8 @@ def _context(root: Path):
     for stale in ("checkpoints", "validation_definitions"):
         shutil.rmtree(project / stale, ignore_errors=True)
     (project / "uncommitted").mkdir(exist_ok=True)
+    if not (project / "uncommitted" / "validations").is_dir():
+        (project / "uncommitted" / _SCRUBBED).touch()  # a new project: nothing to scrub
     return gx.get_context(mode="file", project_root_dir=str(root))
 
 
@@ -221,7 +253,9 @@ def rebuild_data_docs(root: Path | None = None) -> Path | None:
     if not (root / "gx" / "uncommitted" / "validations").is_dir():
         return None
     with _gx_lock(root):
-        _context(root).build_data_docs()
+        ctx = _context(root)
+        _scrub_stored_results(root)
+        ctx.build_data_docs()
     return data_docs_index(root)
 
 
@@ -270,10 +304,13 @@ def check_batches(batch_ids: list[int], conninfo: str, *, root: Path | None = No
     log.info("GX imported in %.1fs", time.monotonic() - t0)
     with _gx_lock(root):
         ctx = _context(root)
+        full_build = _scrub_stored_results(root)
         result_ids: list = []
         for row in todo:
             results.append(_check_one(ctx, row, conninfo, result_ids))
-        if result_ids:
+        if full_build:
+            ctx.build_data_docs()
+        elif result_ids:
             # one incremental Data Docs build for everything validated here
             ctx.build_data_docs(resource_identifiers=result_ids)
     bad = [r for r in results if not r.success]

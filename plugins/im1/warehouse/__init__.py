@@ -22,6 +22,9 @@ TRANSFORMER = "transformer"
 BI_READER = "bi_reader"  # BI tools: the published (small-number suppressed) schema only
 MART_READER = "mart_reader"  # restricted analysts: the unsuppressed marts and published
 ROLES = (LOADER, TRANSFORMER, BI_READER, MART_READER)
+# NOLOGIN: owns raw and the ingest ledger, so the loader (not a member) can write their rows but
+# cannot attach code (row-security policies, triggers, defaults) that would run as whoever reads them
+OWNER = "im1_owner"
 
 # Airflow connection ids the DAGs use for the warehouse
 CONN_LOADER = "im1_warehouse_loader"

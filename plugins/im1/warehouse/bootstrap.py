@@ -2,7 +2,13 @@
 
 Who may do what:
 
-* ``loader`` owns ``raw_emis``, ``raw_tpp`` and ``ingest``: it writes raw rows and the ledger.
+* ``im1_owner`` (NOLOGIN, nobody logs in as it) owns ``raw_emis``, ``raw_tpp``, ``ingest`` and their
+  tables. The ``loader`` is not a member: it inserts, reads and deletes raw rows and writes the
+  ledger, but cannot alter those tables, so it cannot attach code (a row-security policy, a
+  trigger) that would run as the transformer when dbt reads them. The one change a load makes to a
+  raw table, a column for a new delivery column, goes through ``ingest.add_raw_column`` (SECURITY
+  DEFINER, fixed behaviour: one text column on an existing raw table). ``stage_emis`` is the
+  loader's own (only it reads half-split deliveries).
 * ``transformer`` reads raw and ingest, and owns the dbt schemas it builds.
 * ``bi_reader`` (BI tools) can read only ``published``: the marts after small-number suppression,
   in read-only transactions.
@@ -10,7 +16,9 @@ Who may do what:
   ``published``, read-only.
 * Nobody but ``transformer`` reads ``staging``, ``intermediate`` or ``reference``.
 
-Every statement can be run again safely; new spec columns are added to existing raw tables.
+Every statement can be run again safely; new spec columns are added to existing raw tables, and a
+warehouse whose raw tables the loader owned is migrated (re-owned, and whatever the loader had
+attached to them removed).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import psycopg
 from psycopg import sql
 
 from im1 import specs
-from im1.warehouse import BI_READER, LOADER, MART_READER, ROLES, TRANSFORMER, Warehouse
+from im1.warehouse import BI_READER, LOADER, MART_READER, OWNER, ROLES, TRANSFORMER, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,27 @@ create or replace function ingest.load_regclass(setting text) returns regclass
     language sql immutable parallel safe as $$ select current_setting(setting)::regclass $$;
 create or replace function ingest.load_ts() returns timestamptz
     language sql immutable parallel safe as $$ select now() $$;
+-- the loader adds a column for a delivery column the spec does not know (it keeps the data); it
+-- may do only that, on an existing raw table, so this runs as the owner with a fixed behaviour
+create or replace function ingest.add_raw_column(raw_schema text, raw_table text, raw_column text) returns void
+    language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    if raw_schema is null or raw_schema not in ('raw_emis', 'raw_tpp') then
+        raise exception 'add_raw_column: % is not a raw schema', raw_schema using errcode = '42501';
+    end if;
+    if not exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                   where n.nspname = raw_schema and c.relname = raw_table and c.relkind = 'r') then
+        raise exception 'add_raw_column: %.% is not a raw table', raw_schema, raw_table using errcode = '42P01';
+    end if;
+    if raw_column is null or raw_column = '' or octet_length(raw_column) > 63 or raw_column <> lower(btrim(raw_column))
+            or raw_column ~ '[[:cntrl:]]' or left(raw_column, 1) = '_' then
+        -- names starting with _ are the platform's metadata columns
+        raise exception 'add_raw_column: a raw column is a lower-case name of 1-63 bytes without control '
+                        'characters, not starting with _' using errcode = '22023';
+    end if;
+    execute format('alter table %I.%I add column if not exists %I text', raw_schema, raw_table, raw_column);
+end $$;
+revoke all on function ingest.add_raw_column(text, text, text) from public;
 """
 META_NAMES = [c for c, _ in META_COLUMNS]
 
@@ -178,6 +207,9 @@ def ensure_database(wh: Warehouse, name: str) -> None:
 
 
 def _roles(conn: psycopg.Connection, wh: Warehouse) -> None:
+    if not conn.execute("select 1 from pg_roles where rolname = %s", (OWNER,)).fetchone():
+        conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(OWNER)))
+    conn.execute(sql.SQL("alter role {} nologin").format(sql.Identifier(OWNER)))
     for role in ROLES:
         exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
         if not exists:
@@ -204,7 +236,7 @@ def _roles(conn: psycopg.Connection, wh: Warehouse) -> None:
                     "role (a reader could hold the loader's locks or write large objects)")
     if not is_super:
         # a CREATEROLE admin must be a member to create objects owned by these roles
-        for role in (LOADER, TRANSFORMER):
+        for role in (OWNER, LOADER, TRANSFORMER):
             conn.execute(sql.SQL("grant {} to current_user").format(sql.Identifier(role)))
 
 
@@ -216,13 +248,14 @@ def _schemas(conn: psycopg.Connection) -> None:
     for schema in STAGE_SCHEMAS.values():
         owned(schema, LOADER)  # loader only: nobody else reads half-split deliveries
     for schema in [*RAW_SCHEMAS.values(), INGEST_SCHEMA]:
-        owned(schema, LOADER)
+        owned(schema, OWNER)
         s = sql.Identifier(schema)
-        conn.execute(sql.SQL("grant usage on schema {} to {}").format(s, sql.Identifier(TRANSFORMER)))
-        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(s, sql.Identifier(TRANSFORMER)))
+        conn.execute(sql.SQL("grant usage on schema {} to {}, {}").format(
+            s, sql.Identifier(TRANSFORMER), sql.Identifier(LOADER)))
+        conn.execute(sql.SQL("revoke create on schema {} from {}").format(s, sql.Identifier(LOADER)))
         conn.execute(
             sql.SQL("alter default privileges for role {} in schema {} grant select on tables to {}").format(
-                sql.Identifier(LOADER), s, sql.Identifier(TRANSFORMER)
+                sql.Identifier(OWNER), s, sql.Identifier(TRANSFORMER)
             )
         )
     for schema in DBT_SCHEMAS:
@@ -292,7 +325,7 @@ def raw_table_ddl(schema: str, table: str, columns: list[str]) -> list[sql.Compo
 
 
 def _raw_tables(conn: psycopg.Connection) -> None:
-    conn.execute(sql.SQL("set role {}").format(sql.Identifier(LOADER)))
+    conn.execute(sql.SQL("set role {}").format(sql.Identifier(OWNER)))
     try:
         conn.execute(LOAD_FUNCTIONS)
         for t in specs.emis_tables().values():
@@ -305,6 +338,86 @@ def _raw_tables(conn: psycopg.Connection) -> None:
         conn.execute(LEDGER_DDL)
     finally:
         conn.execute("reset role")
+
+
+# What the loader may do to the owner's tables: raw rows are inserted, read (a multi-organisation
+# delivery's tables are created LIKE raw) and deleted (a quarantined batch); DELETE also lets the load
+# take its SHARE ROW EXCLUSIVE lock (see im1.ingest.load.claim_load_seq). The ledger is read and written.
+LOADER_TABLE_PRIVILEGES = {"raw_emis": "select, insert, delete", "raw_tpp": "select, insert, delete",
+                           INGEST_SCHEMA: "select, insert, update, delete"}
+# the functions of ingest that bootstrap creates (any other function there is not the platform's)
+INGEST_FUNCTIONS = ("load_text", "load_bigint", "load_regclass", "load_ts", "add_raw_column")
+
+
+def _table_grants(conn: psycopg.Connection) -> None:
+    """The transformer reads raw and the ledger; the loader writes rows (and adds raw columns through
+    ``ingest.add_raw_column``), never DDL."""
+    loader, transformer = sql.Identifier(LOADER), sql.Identifier(TRANSFORMER)
+    for schema, privileges in LOADER_TABLE_PRIVILEGES.items():
+        s = sql.Identifier(schema)
+        conn.execute(sql.SQL("revoke all on all tables in schema {} from {}").format(s, loader))
+        conn.execute(sql.SQL("grant {} on all tables in schema {} to {}").format(sql.SQL(privileges), s, loader))
+        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(s, transformer))
+    conn.execute(sql.SQL("grant usage, select, update on all sequences in schema ingest to {}").format(loader))
+    conn.execute(sql.SQL("grant execute on function ingest.add_raw_column(text, text, text) to {}").format(loader))
+
+
+def _take_back_from_loader(conn: psycopg.Connection) -> None:
+    """Migrate a warehouse bootstrapped when the loader owned raw and the ledger: re-own what it owned
+    there, and remove what it could have attached (row-security policies, triggers, rules, functions)."""
+    schemas = [*RAW_SCHEMAS.values(), INGEST_SCHEMA]
+    owner = sql.Identifier(OWNER)
+    kinds = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "f": "foreign table", "S": "sequence"}
+    # sequences owned by a column move with their table, so tables first, then what is left
+    for pass_kinds in (("r", "p", "v", "m", "f"), ("S",)):
+        for nsp, rel, kind in conn.execute(
+                "select n.nspname, c.relname, c.relkind::text from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                "where n.nspname = any(%s) and c.relkind::text = any(%s) and pg_get_userbyid(c.relowner) <> %s",
+                (schemas, list(pass_kinds), OWNER)).fetchall():
+            log.warning("re-owning %s.%s (owned by another role) to %s", nsp, rel, OWNER)
+            conn.execute(sql.SQL("alter {} {} owner to {}").format(
+                sql.SQL(kinds[kind]), sql.Identifier(nsp, rel), owner))
+    for nsp, rel, name in conn.execute(
+            "select n.nspname, c.relname, p.polname from pg_policy p join pg_class c on c.oid = p.polrelid "
+            "join pg_namespace n on n.oid = c.relnamespace where n.nspname = any(%s)", (schemas,)).fetchall():
+        log.warning("dropping row-security policy %s on %s.%s (the platform creates none)", name, nsp, rel)
+        conn.execute(sql.SQL("drop policy {} on {}").format(sql.Identifier(name), sql.Identifier(nsp, rel)))
+    for nsp, rel in conn.execute(
+            "select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = any(%s) and (c.relrowsecurity or c.relforcerowsecurity)", (schemas,)).fetchall():
+        conn.execute(sql.SQL("alter table {} disable row level security, no force row level security").format(
+            sql.Identifier(nsp, rel)))
+    for nsp, rel, name in conn.execute(
+            "select n.nspname, c.relname, t.tgname from pg_trigger t join pg_class c on c.oid = t.tgrelid "
+            "join pg_namespace n on n.oid = c.relnamespace where n.nspname = any(%s) and not t.tgisinternal",
+            (schemas,)).fetchall():
+        log.warning("dropping trigger %s on %s.%s (the platform creates none)", name, nsp, rel)
+        conn.execute(sql.SQL("drop trigger {} on {}").format(sql.Identifier(name), sql.Identifier(nsp, rel)))
+    for nsp, rel, name in conn.execute(
+            "select n.nspname, c.relname, r.rulename from pg_rewrite r join pg_class c on c.oid = r.ev_class "
+            "join pg_namespace n on n.oid = c.relnamespace where n.nspname = any(%s) and r.rulename <> '_RETURN'",
+            (schemas,)).fetchall():
+        log.warning("dropping rule %s on %s.%s (the platform creates none)", name, nsp, rel)
+        conn.execute(sql.SQL("drop rule {} on {}").format(sql.Identifier(name), sql.Identifier(nsp, rel)))
+    for nsp, name, signature in conn.execute(
+            "select n.nspname, p.proname, p.oid::regprocedure::text from pg_proc p "
+            "join pg_namespace n on n.oid = p.pronamespace "
+            "where n.nspname = any(%s) and pg_get_userbyid(p.proowner) <> %s", (schemas, OWNER)).fetchall():
+        if nsp == INGEST_SCHEMA and name in INGEST_FUNCTIONS:
+            conn.execute(sql.SQL("alter function {} owner to {}").format(sql.SQL(signature), owner))
+        else:
+            log.warning("dropping function %s (not the platform's)", signature)
+            conn.execute(sql.SQL("drop function {}").format(sql.SQL(signature)))
+
+
+def add_column(conn: psycopg.Connection, schema: str, table: str, column: str) -> None:
+    """Add a text column for a delivery column the spec does not know: on a raw table through
+    ``ingest.add_raw_column`` (the loader does not own raw), on the loader's own stage tables directly."""
+    if schema in RAW_SCHEMAS.values():
+        conn.execute("select ingest.add_raw_column(%s, %s, %s)", (schema, table, column))
+    else:
+        conn.execute(sql.SQL("alter table {} add column if not exists {} text").format(
+            sql.Identifier(schema, table), sql.Identifier(column)))
 
 
 # Functions every role may run by default that let a read-only role act anyway: a reader can turn
@@ -336,6 +449,8 @@ def bootstrap(wh: Warehouse) -> None:
         conn.execute("select pg_advisory_xact_lock(hashtext('im1.bootstrap'))")
         _roles(conn, wh)
         _schemas(conn)
+        _take_back_from_loader(conn)
         _raw_tables(conn)
+        _table_grants(conn)
         conn.commit()
     log.info("warehouse %s bootstrapped", wh.database)
