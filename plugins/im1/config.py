@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from im1 import paths
+from im1.crypto import DEFAULT_PLAINTEXT_FLOOR, DEFAULT_PLAINTEXT_RATIO, plaintext_limit
 
 ODS_PRACTICE = re.compile(r"^[A-Z][0-9]{5}$")
 BRACED_GUID = re.compile(r"^\{[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\}$")
@@ -108,6 +109,13 @@ class Feed(_Strict):
     batch_deadline_hours: float = Field(
         default=6, gt=0, description="How long to wait for a complete batch before alerting"
     )
+    max_plaintext_ratio: float = Field(
+        default=DEFAULT_PLAINTEXT_RATIO, ge=1,
+        description="A decrypted file may be at most this many times its encrypted size (but always "
+                    "min_plaintext_limit_mb); past it gpg is stopped and the batch quarantined (a compression bomb)")
+    min_plaintext_limit_mb: float = Field(
+        default=DEFAULT_PLAINTEXT_FLOOR / 2**20, gt=0,
+        description="Plaintext every decrypted file may have whatever its ratio, in MiB")
     tags: list[str] = Field(default_factory=list)
 
     @field_validator("id")
@@ -194,6 +202,11 @@ class Feed(_Strict):
         return self
 
     # -- helpers ---------------------------------------------------------------------------
+    def plaintext_limit(self, encrypted_size: int) -> int:
+        """The most bytes one of this feed's files of ``encrypted_size`` bytes may decrypt to."""
+        return plaintext_limit(encrypted_size, ratio=self.max_plaintext_ratio,
+                               floor=int(self.min_plaintext_limit_mb * 2**20))
+
     @property
     def dag_id(self) -> str:
         return f"im1_ingest__{self.id}"
