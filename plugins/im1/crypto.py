@@ -534,7 +534,7 @@ def _not_for_us(st: _Status, stderr: str, src_size: int):
     recipients = st.key_ids("ENC_TO")
     if recipients and not recipients - st.key_ids("NO_SECKEY"):
         ids = ", ".join(sorted(recipients))
-        return NoSecretKeyError, (f"not encrypted to the feed's key: the file is encrypted only to key ID {ids}, "
+        return NoSecretKeyError, (f"no secret key: not encrypted to the feed's key: the file is encrypted only to key ID {ids}, "
                                   "which the feed's private key does not include (the supplier used another or an old "
                                   f"public key, or the feed's PGP connection holds the wrong private key); {_RESEND}")
     return None
