@@ -236,10 +236,15 @@ def test_a_compression_bomb_stops_at_the_limit(hostile, pgp_keys, tmp_path):
 
 
 def test_the_default_limit_lets_a_normal_file_through(encrypted, pgp_keys, tmp_path):
-    from im1.crypto import plaintext_limit
+    from im1.config import Feed
+    from im1.crypto import DEFAULT_PLAINTEXT_FLOOR, DEFAULT_PLAINTEXT_RATIO, plaintext_limit
 
     size = (encrypted / "ok.csv.gpg").stat().st_size
     assert plaintext_limit(size) >= 64 << 20 and plaintext_limit(10 << 20) == 100 * (10 << 20)
+    # a feed's defaults are the same
+    fields = Feed.model_fields
+    assert fields["max_plaintext_ratio"].default == DEFAULT_PLAINTEXT_RATIO
+    assert fields["min_plaintext_limit_mb"].default * 2**20 == DEFAULT_PLAINTEXT_FLOOR
     _decrypt(pgp_keys, encrypted / "ok.csv.gpg", tmp_path / "out.csv", limit=plaintext_limit(size))
     assert (tmp_path / "out.csv").read_bytes() == PLAIN
 

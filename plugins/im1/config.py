@@ -20,7 +20,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from im1 import paths
-from im1.crypto import DEFAULT_PLAINTEXT_FLOOR, DEFAULT_PLAINTEXT_RATIO, plaintext_limit
 
 ODS_PRACTICE = re.compile(r"^[A-Z][0-9]{5}$")
 BRACED_GUID = re.compile(r"^\{[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\}$")
@@ -109,12 +108,13 @@ class Feed(_Strict):
     batch_deadline_hours: float = Field(
         default=6, gt=0, description="How long to wait for a complete batch before alerting"
     )
+    # the defaults are im1.crypto's (not imported here: parsing the DAGs must not import gnupg)
     max_plaintext_ratio: float = Field(
-        default=DEFAULT_PLAINTEXT_RATIO, ge=1,
+        default=100, ge=1,
         description="A decrypted file may be at most this many times its encrypted size (but always "
                     "min_plaintext_limit_mb); past it gpg is stopped and the batch quarantined (a compression bomb)")
     min_plaintext_limit_mb: float = Field(
-        default=DEFAULT_PLAINTEXT_FLOOR / 2**20, gt=0,
+        default=64, gt=0,
         description="Plaintext every decrypted file may have whatever its ratio, in MiB")
     tags: list[str] = Field(default_factory=list)
 
@@ -204,6 +204,8 @@ class Feed(_Strict):
     # -- helpers ---------------------------------------------------------------------------
     def plaintext_limit(self, encrypted_size: int) -> int:
         """The most bytes one of this feed's files of ``encrypted_size`` bytes may decrypt to."""
+        from im1.crypto import plaintext_limit
+
         return plaintext_limit(encrypted_size, ratio=self.max_plaintext_ratio,
                                floor=int(self.min_plaintext_limit_mb * 2**20))
 
