@@ -108,6 +108,14 @@ class Feed(_Strict):
     batch_deadline_hours: float = Field(
         default=6, gt=0, description="How long to wait for a complete batch before alerting"
     )
+    # the defaults are im1.crypto's (not imported here: parsing the DAGs must not import gnupg)
+    max_plaintext_ratio: float = Field(
+        default=100, ge=1,
+        description="A decrypted file may be at most this many times its encrypted size (but always "
+                    "min_plaintext_limit_mb); past it gpg is stopped and the batch quarantined (a compression bomb)")
+    min_plaintext_limit_mb: float = Field(
+        default=64, gt=0,
+        description="Plaintext every decrypted file may have whatever its ratio, in MiB")
     tags: list[str] = Field(default_factory=list)
 
     @field_validator("id")
@@ -194,6 +202,13 @@ class Feed(_Strict):
         return self
 
     # -- helpers ---------------------------------------------------------------------------
+    def plaintext_limit(self, encrypted_size: int) -> int:
+        """The most bytes one of this feed's files of ``encrypted_size`` bytes may decrypt to."""
+        from im1.crypto import plaintext_limit
+
+        return plaintext_limit(encrypted_size, ratio=self.max_plaintext_ratio,
+                               floor=int(self.min_plaintext_limit_mb * 2**20))
+
     @property
     def dag_id(self) -> str:
         return f"im1_ingest__{self.id}"

@@ -7,13 +7,27 @@ iteration count: the passphrase is still required for every decryption, but unlo
 milliseconds instead of about half a second per file (21 files per batch). The key's own
 protection in the feed's connection is unchanged, and keys made by :meth:`Keyring.generate` are
 protected with gpg's normal count. Decryption streams from file to file through the ``gpg`` process, so memory stays flat
-whatever the file size, and every failure is told apart in plain words:
+whatever the file size. gpg writes the plaintext to a pipe and we copy it into the work folder, at
+most :func:`plaintext_limit` bytes per file: a compressed "bomb" (a few KB that expand to
+gigabytes) is stopped there and gpg killed. Every failure is told apart from gpg's ``--status-fd``
+report, in plain words saying whose fault it is:
 
-* :class:`NoSecretKeyError` - the file was encrypted to a key we do not hold;
-* :class:`BadPassphraseError` - the key is right but its passphrase is not;
+the delivery's (quarantined, :class:`DecryptError`):
+
+* :class:`NoSecretKeyError` - the file is not encrypted to the feed's key (only to other keys);
+* :class:`WrongKeyError` - it names the feed's key as recipient, but does not decrypt with it;
+* :class:`SymmetricOnlyError` - it is encrypted with a passphrase, not to a public key;
+* :class:`NotEncryptedError` - it is signed only, or literal data: not encrypted at all;
 * :class:`TruncatedInputError` - the encrypted file ends early (partial download or upload);
 * :class:`IntegrityError` - the modification-detection check failed (ciphertext altered);
-* :class:`NotPgpError` - the file is empty or not an OpenPGP message at all.
+* :class:`NotPgpError` - the file is empty or not an OpenPGP message at all;
+* :class:`PlaintextTooLargeError` - the plaintext expands beyond the limit (a compression bomb);
+
+this machine's or our configuration's (the load fails and is retried, :class:`LocalFault`):
+
+* :class:`BadPassphraseError` - the passphrase in the feed's PGP connection does not unlock its key;
+* :class:`LocalWriteError` - the plaintext could not be written (disk full, file size limit);
+* :class:`LocalFault` - gpg was killed by someone else (out of memory, a shutdown).
 
 A failed decryption never leaves partial plaintext behind.
 """
@@ -21,8 +35,8 @@ A failed decryption never leaves partial plaintext behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -54,11 +68,33 @@ class DecryptError(_FileFailure):
 
 
 class NoSecretKeyError(DecryptError):
+    """Not encrypted to us: every recipient key of the file is one we do not hold."""
+
     reason = "no_secret_key"
 
 
-class BadPassphraseError(DecryptError):
-    reason = "bad_passphrase"
+class WrongKeyError(DecryptError):
+    """The file names the feed's key as its recipient, but its session key does not decrypt with it."""
+
+    reason = "wrong_key"
+
+
+class SymmetricOnlyError(DecryptError):
+    """Encrypted with a passphrase (symmetric encryption) instead of to the feed's public key."""
+
+    reason = "symmetric_only"
+
+
+class NotEncryptedError(DecryptError):
+    """An OpenPGP message that is not encrypted at all (signed only, or literal data): refused."""
+
+    reason = "not_encrypted"
+
+
+class PlaintextTooLargeError(DecryptError):
+    """The plaintext expands beyond the file's limit (a compression bomb); gpg was stopped there."""
+
+    reason = "too_large"
 
 
 class TruncatedInputError(DecryptError):
@@ -85,6 +121,13 @@ class LocalFault(_FileFailure):
     reason = "local_fault"
 
 
+class BadPassphraseError(LocalFault):
+    """The feed's private key is there but the passphrase configured for it does not unlock it: our
+    configuration's fault, not the delivery's. The load fails (retried, alerted), nothing is quarantined."""
+
+    reason = "bad_passphrase"
+
+
 class LocalWriteError(LocalFault):
     """The plaintext could not be written to the local work folder (disk full, quota, file size
     limit)."""
@@ -92,9 +135,18 @@ class LocalWriteError(LocalFault):
     reason = "local_write"
 
 
-# gpg's own words when its output cannot be written (it still reports DECRYPTION_OKAY, exit code 2)
-_WRITE_FAILED = ("error writing to", "No space left on device", "Disk quota exceeded", "File too large",
-                 "write error")
+# A decrypted file may be at most this many times its encrypted size, but never less than the floor.
+# Real extract CSV compresses 5-15 fold; 100 leaves room for very repetitive tables while a zlib bomb
+# (up to ~1000 fold per layer, more when nested) stops early. A feed can change both (config.Feed).
+DEFAULT_PLAINTEXT_RATIO = 100
+DEFAULT_PLAINTEXT_FLOOR = 64 << 20  # 64 MiB: small files are never refused for their ratio
+CHUNK = 1 << 20
+
+
+def plaintext_limit(encrypted_size: int, *, ratio: float = DEFAULT_PLAINTEXT_RATIO,
+                    floor: int = DEFAULT_PLAINTEXT_FLOOR) -> int:
+    """The most bytes a file of ``encrypted_size`` bytes may decrypt to."""
+    return max(int(floor), int(encrypted_size * ratio))
 
 
 class _GPG(gnupg.GPG):
@@ -205,55 +257,29 @@ class Keyring:
         if not res.ok:
             raise RuntimeError(f"gpg could not encrypt {src.name}: {res.status}: {res.stderr[-300:]}")
 
-    def decrypt_file(self, src: Path, dst: Path, *, passphrase: str | None) -> None:
-        """Decrypt ``src`` into ``dst`` (streamed). Raises a :class:`DecryptError` subclass on failure."""
-        name = Path(src).name
-        try:
-            with open(src, "rb") as fh:
-                res = self.gpg.decrypt_file(fh, passphrase=passphrase or "", output=str(dst))
-        except Exception:
-            _discard(dst)
-            raise
-        # DECRYPTION_OKAY alone is not enough: gpg reports it even when writing the plaintext failed
-        # half way (a full disk), and exits 2; the file left behind is cut short. (Exit code 2 alone
-        # is no sign: a signed file whose signer's key is not in the keyring also exits 2.)
-        stderr = res.stderr or ""
-        write_failed = next((line for line in stderr.splitlines()
-                             if not line.startswith("[GNUPG:]") and any(w in line for w in _WRITE_FAILED)), None)
-        killed = res.returncode is not None and res.returncode < 0
-        if res.ok and not getattr(res, "broken_pipe", False) and write_failed is None and not killed:
-            return
-        _discard(dst)
-        if killed:
-            sig = signal.Signals(-res.returncode).name if -res.returncode in signal.valid_signals() else -res.returncode
-            if sig == "SIGXFSZ":
-                write_failed = "the file size limit (ulimit -f) was reached"
-            else:
-                raise LocalFault(f"gpg was stopped by signal {sig} while decrypting: a local fault, not the "
-                                 "delivery's; nothing of the file was loaded; the load is retried",
-                                 file=name, detail=stderr[-2000:])
-        if write_failed is not None:
-            raise LocalWriteError(
-                f"could not write the plaintext to {Path(dst).parent} ({write_failed.removeprefix('gpg: ')}): "
-                "a local fault, not the delivery's; nothing of the file was loaded. Free space there; "
-                "the load is retried", file=name, detail=stderr[-2000:])
-        raise classify_failure(stderr, name, src_size=Path(src).stat().st_size)
-
+    def decrypt_file(self, src: Path, dst: Path, *, passphrase: str | None, limit: int | None = None) -> None:
+        """Decrypt ``src`` into ``dst`` (streamed), at most ``limit`` bytes of plaintext (default:
+        :func:`plaintext_limit` of its size). Raises a :class:`DecryptError` subclass when the file is
+        at fault, a :class:`LocalFault` when this machine or our configuration is."""
+        _Decryption(self, Path(src), Path(dst), passphrase, limit).run()
 
     @contextlib.contextmanager
-    def decrypting(self, src: Path, dst: Path, *, passphrase: str | None) -> Iterator[PlaintextStream]:
+    def decrypting(self, src: Path, dst: Path, *, passphrase: str | None,
+                   limit: int | None = None) -> Iterator[PlaintextStream]:
         """Decrypt ``src`` into ``dst`` in the background and read the plaintext while it is written.
 
         The consumer (the COPY) runs concurrently with gpg instead of after it. Reads raise the
         :class:`DecryptError` if gpg fails, even at the very end (a failed integrity check is only
         known once all data has passed), so a consumer that commits after the last read can never
-        commit data from a bad file.
+        commit data from a bad file. When the consumer stops (its COPY failed), gpg is killed and
+        reaped at once rather than left decrypting to the end.
         """
         state: dict = {}
+        decryption = _Decryption(self, Path(src), Path(dst), passphrase, limit)
 
         def run() -> None:
             try:
-                self.decrypt_file(src, dst, passphrase=passphrase)
+                decryption.run()
             except BaseException as err:
                 state["error"] = err
 
@@ -263,8 +289,118 @@ class Keyring:
         try:
             yield stream
         finally:
+            decryption.stop()  # a no-op once gpg has finished
             worker.join()
             stream.close()
+
+
+class _Decryption:
+    """One ``gpg --decrypt``: gpg writes the plaintext to a pipe and we copy it into ``dst``, at most
+    ``limit`` bytes; past it (a compression bomb) or on :meth:`stop` gpg is killed and reaped."""
+
+    def __init__(self, kr: Keyring, src: Path, dst: Path, passphrase: str | None, limit: int | None):
+        self.kr, self.src, self.dst, self.passphrase = kr, src, dst, passphrase or ""
+        self.limit = plaintext_limit(_size(src)) if limit is None else limit
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._stopped = False  # the consumer gave up: we killed gpg
+        self._over_limit = False  # the plaintext went past the limit: we killed gpg
+
+    def stop(self) -> None:
+        """Kill gpg now (the consumer of the plaintext failed); :meth:`run` then reaps it."""
+        with self._lock:
+            self._stopped = True
+            if self._proc is not None:
+                self._proc.kill()  # does nothing once gpg has exited
+
+    def run(self) -> None:
+        with self._lock:
+            if self._stopped:
+                raise LocalFault("decryption was stopped before it started", file=self.src.name)
+            self._proc = proc = subprocess.Popen(
+                self.kr.gpg.make_args(["--decrypt", "--", str(self.src)], True), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.kr.gpg.env)
+        err_out: list[bytes] = []
+        reader = threading.Thread(target=lambda: err_out.append(proc.stderr.read()), daemon=True)
+        reader.start()
+        write_error, finished = None, False
+        try:
+            self._send_passphrase(proc)
+            write_error = self._copy(proc)
+            finished = True
+        finally:
+            if not finished or write_error is not None or self._over_limit:
+                proc.kill()
+            proc.wait()  # reaped: no gpg is left running, nor a zombie
+            reader.join()
+            proc.stdout.close()
+            proc.stderr.close()
+            if not finished:
+                _discard(self.dst)
+        try:
+            self._verdict(proc.returncode, b"".join(err_out).decode(self.kr.gpg.encoding, "replace"), write_error)
+        except BaseException:
+            _discard(self.dst)
+            raise
+
+    def _send_passphrase(self, proc: subprocess.Popen) -> None:
+        try:
+            proc.stdin.write(self.passphrase.encode(self.kr.gpg.encoding) + b"\n")
+            proc.stdin.close()
+        except BrokenPipeError:  # gpg ended early (not a PGP file): its report says why
+            pass
+
+    def _copy(self, proc: subprocess.Popen) -> OSError | None:
+        """gpg's plaintext into ``dst``, never past the limit; returns the local write error, if any."""
+        written = 0
+        try:
+            with open(self.dst, "wb", buffering=0) as out:
+                while chunk := proc.stdout.read1(CHUNK):
+                    if written + len(chunk) > self.limit:
+                        self._over_limit = True
+                        return None
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[out.write(view):]
+                    written += len(chunk)
+        except OSError as err:
+            return err
+        return None
+
+    def _verdict(self, returncode: int, stderr: str, write_error: OSError | None) -> None:
+        """Raise what went wrong, the deliberate kills first (gpg then dies by a signal we sent)."""
+        name = self.src.name
+        if self._over_limit:
+            raise PlaintextTooLargeError(
+                f"the file expands beyond {self.limit} bytes when decrypted (it is {_size(self.src)} bytes "
+                "encrypted): a compression bomb or a damaged file. gpg was stopped at the limit and nothing of "
+                "the file was loaded; the supplier must check and re-send it (if it is genuine, raise the "
+                "feed's max_plaintext_ratio or min_plaintext_limit_mb and release the batch)",
+                file=name, detail=stderr[-2000:])
+        if self._stopped:
+            raise LocalFault("decryption stopped: the load of the plaintext failed", file=name)
+        if write_error is not None:
+            why = write_error.strerror or str(write_error)
+            if write_error.errno == errno.EFBIG:
+                why = f"the file size limit (ulimit -f) was reached: {why}"
+            raise LocalWriteError(
+                f"could not write the plaintext to {self.dst.parent} ({why}): a local fault, not the "
+                "delivery's; nothing of the file was loaded. Free space there; the load is retried",
+                file=name, detail=stderr[-2000:])
+        if returncode < 0:
+            sig = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else -returncode
+            raise LocalFault(f"gpg was stopped by signal {sig} while decrypting: a local fault, not the "
+                             "delivery's; nothing of the file was loaded; the load is retried",
+                             file=name, detail=stderr[-2000:])
+        if not _Status.parse(stderr).decrypted:
+            raise classify_failure(stderr, name, src_size=_size(self.src))
+
+
+def _size(path: Path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return -1
 
 
 class PlaintextStream:
@@ -318,48 +454,119 @@ def _discard(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-_KEYID = re.compile(r"NO_SECKEY ([0-9A-F]+)")
+@dataclass(frozen=True)
+class _Status:
+    """gpg's ``--status-fd`` report of one run: each keyword with the arguments of its lines."""
+
+    lines: dict[str, list[str]]
+
+    @classmethod
+    def parse(cls, stderr: str) -> _Status:
+        lines: dict[str, list[str]] = {}
+        for line in stderr.splitlines():
+            if line.startswith("[GNUPG:] "):
+                keyword, _, args = line[9:].partition(" ")
+                lines.setdefault(keyword, []).append(args)
+        return cls(lines)
+
+    def __contains__(self, keyword: str) -> bool:
+        return keyword in self.lines
+
+    def key_ids(self, keyword: str) -> set[str]:
+        return {a.split()[0] for a in self.lines.get(keyword, []) if a.split()}
+
+    def error_codes(self, location: str) -> set[int]:
+        """gpg-error codes (without their source) of ``ERROR <location> <code>`` lines."""
+        codes = set()
+        for args in self.lines.get("ERROR", []):
+            where, _, code = args.partition(" ")
+            if where == location and code.strip().isdigit():
+                codes.add(int(code) & 0xFFFF)
+        return codes
+
+    @property
+    def decrypted(self) -> bool:
+        """Decrypted with one of our keys, completely, integrity checked."""
+        return ("DECRYPTION_OKAY" in self and "DECRYPTION_KEY" in self
+                and not {"BADMDC", "DECRYPTION_FAILED"} & self.lines.keys())
 
 
-def classify_failure(stderr: str, name: str, *, src_size: int = -1) -> DecryptError:
-    """Turn gpg's status output into one specific, actionable error."""
-    tail = "\n".join(line for line in stderr.splitlines() if "KEY_CONSIDERED" not in line)[-2000:]
-    if src_size == 0 or (("NODATA" in stderr) and "ENC_TO" not in stderr):
-        if src_size == 0:
-            return NotPgpError("the file is empty (0 bytes): nothing to decrypt", file=name, detail=tail)
-        return NotPgpError("this is not an OpenPGP message (no encrypted data found)", file=name, detail=tail)
-    if "Bad passphrase" in stderr or "BAD_PASSPHRASE" in stderr:
-        return BadPassphraseError(
-            "bad passphrase: the private key was found but its passphrase is wrong "
-            "(check the passphrase in the feed's PGP connection)",
-            file=name,
-            detail=tail,
-        )
-    if "NO_SECKEY" in stderr and "DECRYPTION_KEY" not in stderr:
-        ids = ", ".join(sorted(set(_KEYID.findall(stderr))))
-        return NoSecretKeyError(
-            f"no secret key: the file is encrypted to key ID {ids}, which is not the feed's private key "
-            "(wrong key configured, or the supplier used an old public key)",
-            file=name,
-            detail=tail,
-        )
+_GPG_ERR_BAD_PASSPHRASE = 11
+_SIGNATURE = ("NEWSIG", "GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "VALIDSIG")
+_RESEND = "the supplier must re-send it encrypted to the feed's public key"
+
+
+def classify_failure(stderr: str, name: str, *, src_size: int = -1) -> DecryptError | LocalFault:
+    """Turn gpg's status report into one specific error saying whose fault it is: what the message
+    is (not PGP, not encrypted, symmetric, for other keys), then whether our key opens it, then its data."""
+    st = _Status.parse(stderr)
+    detail = "\n".join(line for line in stderr.splitlines() if "KEY_CONSIDERED" not in line)[-2000:]
+    for check in (_not_a_message, _not_for_us, _key_failed, _data_failed):
+        found = check(st, stderr, src_size)
+        if found is not None:
+            cls, message = found
+            return cls(message, file=name, detail=detail)
+    last = detail.splitlines()[-1] if detail else "unknown error"
+    return DecryptError(f"decryption failed: {last}", file=name, detail=detail)
+
+
+def _not_a_message(st: _Status, stderr: str, src_size: int):
+    """Empty, not OpenPGP, or an OpenPGP message without any encryption."""
+    if src_size == 0:
+        return NotPgpError, "the file is empty (0 bytes): nothing to decrypt; the supplier must re-send it"
+    if not {"ENC_TO", "NEED_PASSPHRASE_SYM", "PLAINTEXT", "BEGIN_DECRYPTION"} & st.lines.keys():
+        cut = " (or one cut off inside its first packet)" if "3" in st.lines.get("NODATA", []) else ""
+        return NotPgpError, (f"this is not an OpenPGP message{cut}: no encrypted data found; the supplier must "
+                             "re-send the file encrypted to the feed's public key")
+    if "PLAINTEXT" in st and "BEGIN_DECRYPTION" not in st:
+        what = ("signed but not encrypted (a signed-only OpenPGP message)" if any(k in st for k in _SIGNATURE)
+                else "literal data, not encrypted (an OpenPGP message holding plain text)")
+        return NotEncryptedError, (f"not encrypted: the file is {what}. IM1 files must be encrypted to the feed's "
+                                   f"key, so it is refused and not loaded; {_RESEND}")
+    return None
+
+
+def _not_for_us(st: _Status, stderr: str, src_size: int):
+    """Encrypted, but not to any key of ours."""
+    if "ENC_TO" not in st and "NEED_PASSPHRASE_SYM" in st:
+        return SymmetricOnlyError, ("encrypted with a passphrase only (symmetric encryption), not to the feed's "
+                                    f"public key: the supplier's encryption settings are wrong; {_RESEND}")
+    recipients = st.key_ids("ENC_TO")
+    if recipients and not recipients - st.key_ids("NO_SECKEY"):
+        ids = ", ".join(sorted(recipients))
+        return NoSecretKeyError, (f"no secret key: not encrypted to the feed's key: the file is encrypted only to key ID {ids}, "
+                                  "which the feed's private key does not include (the supplier used another or an old "
+                                  f"public key, or the feed's PGP connection holds the wrong private key); {_RESEND}")
+    return None
+
+
+def _key_failed(st: _Status, stderr: str, src_size: int):
+    """Encrypted to our key, which did not open it: its passphrase (ours to fix) or a forged key packet."""
+    ours = st.key_ids("ENC_TO") - st.key_ids("NO_SECKEY")
+    if not ours or "DECRYPTION_KEY" in st:
+        return None
+    if (_GPG_ERR_BAD_PASSPHRASE in st.error_codes("pkdecrypt_failed") or "BAD_PASSPHRASE" in st
+            or "Bad passphrase" in stderr):
+        return BadPassphraseError, ("bad passphrase: the feed's private key is there but the passphrase in the "
+                                    "feed's PGP connection does not unlock it. Our configuration, not the delivery: "
+                                    "fix the passphrase; the load is retried and the delivery is not quarantined")
+    ids = ", ".join(sorted(ours))
+    return WrongKeyError, (f"wrong key: the file names the feed's key ID {ids} as its recipient, but its session key "
+                           "does not decrypt with that key (encrypted with another key claiming this ID, or the key "
+                           f"packet is damaged); {_RESEND}")
+
+
+def _data_failed(st: _Status, stderr: str, src_size: int):
+    """Opened with our key; the encrypted data then ends early or fails its integrity check."""
     if "read error" in stderr or "pending bytes" in stderr or "unexpected EOF" in stderr.lower():
-        return TruncatedInputError(
-            "truncated input: the encrypted file ends early (incomplete download or upload); fetch it again",
-            file=name,
-            detail=tail,
-        )
-    if "BADMDC" in stderr or "manipulated" in stderr or "invalid packet" in stderr or "CRC error" in stderr:
-        return IntegrityError(
-            "integrity check failed: the ciphertext has been altered or corrupted; do not use this file",
-            file=name,
-            detail=tail,
-        )
-    if "NODATA" in stderr:
-        return TruncatedInputError(
-            "truncated input: no complete encrypted packet could be read", file=name, detail=tail
-        )
-    return DecryptError(f"decryption failed: {tail.splitlines()[-1] if tail else 'unknown error'}", file=name, detail=tail)
+        return TruncatedInputError, ("truncated input: the encrypted file ends early (incomplete download or "
+                                     "upload); fetch it again, or the supplier must re-send it")
+    if "BADMDC" in st or "manipulated" in stderr or "invalid packet" in stderr or "CRC error" in stderr:
+        return IntegrityError, ("integrity check failed: the ciphertext has been altered or corrupted; do not use "
+                                "this file; the supplier must re-send it")
+    if "NODATA" in st:
+        return TruncatedInputError, "truncated input: no complete encrypted packet could be read; fetch it again"
+    return None
 
 
 @contextlib.contextmanager

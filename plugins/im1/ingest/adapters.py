@@ -156,7 +156,8 @@ class EmisOrganisation(Adapter):
         sf = StagedFile(table=table or f.table, path=plain, file_id=file_id)
         try:
             # gpg decrypts into the private work folder while COPY streams the plaintext in
-            with kr.decrypting(src, plain, passphrase=key.passphrase) as stream:
+            with kr.decrypting(src, plain, passphrase=key.passphrase,
+                               limit=self.feed.plaintext_limit(src.stat().st_size)) as stream:
                 head = read_head(stream)
                 version = self._header_version(f.table, f.name, parse_header(head, name=plain.name))
                 copy_stream(conn, schema or self.raw_schema, sf, stream, head)

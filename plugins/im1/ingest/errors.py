@@ -14,7 +14,9 @@ class QuarantineError(RuntimeError):
     """The batch cannot be loaded as delivered; it is quarantined with this reason."""
 
 
-# failures that mean "this delivery is bad as delivered": quarantine, do not retry
+# failures that mean "this delivery is bad as delivered": quarantine, do not retry. A crypto.LocalFault
+# (this machine, or our configuration such as a wrong passphrase for the feed's key) is not one: the
+# load fails and is retried.
 QUARANTINE_ERRORS = (DecryptError, HeaderError, FileFormatError, QuarantineError, psycopg.errors.DataError)
 
 _COPY_LINE = re.compile(r"\bline (\d+)")

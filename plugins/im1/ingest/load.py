@@ -139,17 +139,59 @@ def read_header(path: Path, encoding: str = "UTF8") -> list[str]:
         return parse_header(read_head(fh), encoding, path.name)
 
 
+PG_MAX_COLUMNS = 1600  # columns a PostgreSQL table can have
+PG_NAME_BYTES = 63  # PostgreSQL cuts longer identifiers to this many bytes (NAMEDATALEN - 1)
+
+
+def pg_column_name(column: str) -> str:
+    """The name PostgreSQL keeps for a header column's raw column (cut to 63 bytes, whole characters)."""
+    return specs.raw_column_name(column).encode()[:PG_NAME_BYTES].decode("utf-8", "ignore")
+
+
 def check_header(table: str, header: list[str], known_columns: list[str], file_name: str) -> list[str]:
-    """Validate a header against the raw table's known columns; returns the unknown columns."""
+    """Validate a header against the raw table's known columns; returns the unknown columns.
+
+    A header no retry could ever load raises :class:`HeaderError` (the batch is quarantined at once),
+    naming the problem and the column's position, never a name that could be data."""
+    _check_names(header, file_name)
     raw = [specs.raw_column_name(h) for h in header]
     dupes = sorted({h for h in raw if raw.count(h) > 1})
     if dupes:
         raise HeaderError(f"{file_name}: column(s) {', '.join(dupes)} appear more than once in the header")
+    _check_truncation(header, file_name)
     clash = sorted(set(raw) & set(META_NAMES))
     if clash:
         raise HeaderError(f"{file_name}: header uses reserved metadata column name(s) {', '.join(clash)}")
+    _check_width(header, known_columns, file_name)
     known = {specs.raw_column_name(c) for c in known_columns}
     return [h for h in header if specs.raw_column_name(h) not in known]
+
+
+def _check_names(header: list[str], file_name: str) -> None:
+    empty = [str(i) for i, h in enumerate(header, 1) if not h.strip()]
+    if empty:
+        raise HeaderError(f"{file_name}: header column(s) {', '.join(empty)} (of {len(header)}) ha{'s' if len(empty) == 1 else 've'} "
+                          "no name (an empty name, e.g. a trailing comma): a column without a name cannot be loaded")
+
+
+def _check_truncation(header: list[str], file_name: str) -> None:
+    first: dict[str, int] = {}
+    for i, h in enumerate(header, 1):
+        j = first.setdefault(pg_column_name(h), i)
+        if j != i:
+            raise HeaderError(f"{file_name}: header columns {j} and {i} have different names that are the same in "
+                              f"their first {PG_NAME_BYTES} bytes, where PostgreSQL cuts column names: they cannot "
+                              "be loaded as two columns")
+
+
+def _check_width(header: list[str], known_columns: list[str], file_name: str) -> None:
+    names = {pg_column_name(c) for c in known_columns}
+    for i, h in enumerate(header, 1):
+        names.add(pg_column_name(h))
+        if len(names) > PG_MAX_COLUMNS:
+            raise HeaderError(f"{file_name}: the header has {len(header)} columns; with the raw table's own columns "
+                              f"column {i} is past the limit: PostgreSQL allows at most {PG_MAX_COLUMNS} columns "
+                              "in a table")
 
 
 def _raw_columns(conn: psycopg.Connection, schema: str, table: str) -> list[str]:

@@ -7,7 +7,7 @@ column, a malformed row) decrypt with the consumer's key and re-encrypt to the s
 in a private temporary folder; plaintext never lands in the served tree.
 
 Faults: :func:`truncate`, :func:`encrypt_to_wrong_key`, :func:`tamper`, :func:`remove_table`,
-:func:`add_unknown_column`, :func:`malform_row`, :func:`duplicate_delivery`, and
+:func:`add_unknown_column`, :func:`malform_row`, :func:`edit_header`, :func:`duplicate_delivery`, and
 :func:`publish_v80` (a whole batch in spec v8.0).
 """
 
@@ -148,6 +148,17 @@ def malform_row(folder: Path, table: str, keys: KeyPair, *, row: int = 1) -> Fau
 
     p = _rewrite(folder, table, keys, edit)
     return Fault("malformed_row", [p], f"{p.name}: data row {row} has an unterminated quoted field", {"row": row})
+
+
+def edit_header(folder: Path, table: str, keys: KeyPair, edit: Callable[[bytes], bytes], *, what: str) -> Fault:
+    """Rewrite the header row (its raw bytes, without the line end); the data rows are kept as they are."""
+
+    def change(data: bytes) -> bytes:
+        header, sep, rows = data.partition(b"\r\n")
+        return edit(header) + sep + rows
+
+    p = _rewrite(folder, table, keys, change)
+    return Fault("header", [p], f"{p.name}: header {what}", {"what": what})
 
 
 def duplicate_delivery(folder: Path, *, into: str | None = None) -> Fault:
