@@ -85,6 +85,11 @@ class Adapter:
     def archive_folder(self, batch_key: str) -> str:
         return batch_key.replace("@", "_")
 
+    def is_reference(self, table: str) -> bool:
+        """Reference data (lookups) the supplier sends again unchanged: no evidence that a batch
+        repeats an earlier one (see :func:`im1.ingest.ledger.same_content_as`)."""
+        return False
+
     def hold_reason(self, batch: PlannedBatch, released: bool) -> str | None:
         """Why a batch, archived, must be quarantined as delivered (None: load it)."""
         return batch.error
@@ -175,6 +180,9 @@ class EmisOrganisation(Adapter):
             missing = [c for c in specs.emis_table(table).column_names(oldest) if c not in set(header)]
             raise QuarantineError(f"{file_name}: required column(s) missing from the header: {', '.join(missing)}")
         return version
+
+    def is_reference(self, table):
+        return table in specs.EMIS_SHARED_TABLES  # organisations, locations, users, the agreement, coding
 
     def after_load(self, conn, org, fetched, batch_id, versions, late, latest):
         version = min(versions) if versions else None
@@ -384,6 +392,11 @@ class TppGateway(Adapter):
         """The spec's columns of a TPP file (empty: known file, no column list; None: unknown file)."""
         f = specs.tpp_files().get(table)
         return None if f is None else f.columns
+
+    def is_reference(self, table):
+        # a file whose rows belong to no organisation (no IDOrganisationVisibleTo): SRMapping,
+        # SROrganisation, SRStaffMember, ... lookups
+        return specs.TPP_KEY[0] not in (self.spec_columns(table) or ())
 
     def required_columns(self, table: str) -> list[str]:
         """Header columns a file cannot be loaded without: the row key of the TPP file."""

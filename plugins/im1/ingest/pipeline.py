@@ -312,6 +312,8 @@ class Pipeline:
                     version = min(v for v in versions if v) if any(versions) else None
                     if version:
                         check_batch_tables(fetched, version)
+                    if need_shared:
+                        self._refuse_resend(conn, rows[ledger.SHARED], fetched)
                     if need_stage:
                         unclaimed = ad.account_unclaimed(conn, delivery, fetched)
                     if need_shared:
@@ -328,7 +330,8 @@ class Pipeline:
     def _record_file(self, conn, batch_id: int, name: str, sf, version: str | None, status) -> None:
         rows_loaded = sf.rows if status == ledger.FileStatus.LOADED else 0
         ledger.record_file_rows(conn, sf.file_id, rows_in_file=sf.rows, rows_loaded=rows_loaded, status=status,
-                                schema_version=version, unknown_columns=sf.unknown_columns, seconds=sf.seconds)
+                                schema_version=version, unknown_columns=sf.unknown_columns, seconds=sf.seconds,
+                                plain_sha256=sf.plain_sha256)
         if sf.unknown_columns:
             ledger.log_event(conn, f"{name}: column(s) not in the {self.feed.supplier.upper()} specification, "
                              f"kept: {', '.join(sf.unknown_columns)}",
@@ -383,7 +386,7 @@ class Pipeline:
                     if isinstance(ad, EmisMultiOrganisation):
                         total, version = ad.move_rows(conn, org, fetched, batch_id)
                     else:
-                        total, version = self._copy_files(conn, org, fetched, batch_id, work, late, latest)
+                        total, version = self._copy_files(conn, org, fetched, row, work, late, latest)
                     ledger.mark_loaded(conn, batch_id, rows=total, schema_version=version)
                 conn.commit()
         finally:
@@ -394,8 +397,9 @@ class Pipeline:
         log.info("loaded batch %s for %s: %d rows in %.1fs", fetched.batch_key, org, total, secs)
         return LoadResult(batch_id, org, total, ledger.LOADED, late=late, seconds=round(secs, 3))
 
-    def _copy_files(self, conn, org, fetched: FetchedBatch, batch_id: int, work: Path, late, latest):
+    def _copy_files(self, conn, org, fetched: FetchedBatch, row: ledger.BatchRow, work: Path, late, latest):
         ad = self.adapter
+        batch_id = row.batch_id
         fids = ledger.file_ids(conn, batch_id)
         total, versions = 0, set()
         with ad.reading(self.key) as session:
@@ -405,8 +409,25 @@ class Pipeline:
                 versions.add(version)
                 self._record_file(conn, batch_id, f.name, sf, version, ledger.FileStatus.LOADED)
                 total += sf.rows
+        self._refuse_resend(conn, row, fetched)
         version = ad.after_load(conn, org, fetched, batch_id, {v for v in versions if v}, late, latest)
         return total, version
+
+    def _refuse_resend(self, conn, row: ledger.BatchRow, fetched: FetchedBatch) -> None:
+        """Quarantine a batch whose content is already loaded under another name (the same files
+        re-sent with another batch number or in another folder, or encrypted again): its files were
+        just hashed on their way into COPY, and :func:`ledger.same_content_as` compares them, table by
+        table, with the organisation's loaded batches (the rule is explained there). Raised inside
+        the load's transaction, so nothing of it stays in raw. A released batch is loaded as asked."""
+        if row.released_at is not None:
+            return
+        ignore = sorted({f.table for f in fetched.files if self.adapter.is_reference(f.table)})
+        earlier = ledger.same_content_as(conn, row.batch_id, ignore_tables=ignore)
+        if earlier:
+            raise QuarantineError(
+                f"duplicate delivery: every data file of {fetched.batch_key} that has rows has the same content "
+                f"(plaintext sha256, table by table) as already loaded as batch {earlier}; nothing of it was "
+                "loaded; release this batch to load it again")
 
     def _ensure_staged(self, fetched: FetchedBatch) -> None:
         """Multi-organisation: staging was cleaned up (or never finished): rebuild it from the archive
