@@ -46,11 +46,12 @@ class Site:
     def feed_dir(self) -> Path:
         return self.server.root / "IM1" / "sftp" / self.agreement
 
-    def world(self, ods: list[str], *, patients: int = 40, seed: int = 7, inactive: list[str] = ()) -> World:
+    def world(self, ods: list[str], *, patients: int = 40, seed: int = 7, inactive: list[str] = (),
+              days: int = 1) -> World:
         # a short history keeps batches small: these tests exercise the ingest mechanics, not volume
         w = build_world(seed=seed, patients_per_practice=patients, ods_codes=ods,
                         org_guids={o: guid(int(o[1:])) for o in ods}, agreement_guid=self.agreement, start=START,
-                        years=1, volume=0.3)
+                        years=1, volume=0.3, days=days)
         for p in w.practices:
             p.activated = p.ods_code not in inactive
         return w

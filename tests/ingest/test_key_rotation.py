@@ -37,7 +37,9 @@ def test_batches_encrypted_to_the_old_or_the_new_key_load_while_both_are_configu
     world = site.world([ODS])
     site.publish(world, 0)  # in flight: still encrypted to the old key
     site.keys = new_pgp_keys
-    site.publish(world, 1)  # the supplier has switched to the new public key
+    # the supplier has switched to the new public key (the next day's data: the same content again
+    # would be held as a re-send)
+    site.publish(site.world([ODS], seed=8), 1)
     site.keys = both(pgp_keys, new_pgp_keys)
     feed = site.feed("emis_rotation", [ODS])
     results = run_core(site, feed)

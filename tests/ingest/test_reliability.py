@@ -174,22 +174,23 @@ def test_v80_batch_loads_with_its_version(site, loader):
 
 
 def test_older_batch_arriving_late_is_loaded_and_flagged(site, loader):
-    world = site.world([ODS])
-    site.publish(world, 1)  # day 2's batch arrives first
+    # each day's batch holds other data (the same content again would be held as a re-send)
+    worlds = [site.world([ODS], seed=7 + day) for day in range(4)]
+    site.publish(worlds[1], 1)  # day 2's batch arrives first
     feed = site.feed("emis_late", [ODS])
     [day2] = run_core(site, feed)
     assert day2.late is False
-    site.publish(world, 0)  # then day 1's, late
+    site.publish(worlds[0], 0)  # then day 1's, late
     [day1] = run_core(site, feed)
     assert day1.status == "loaded" and day1.late is True
     got = [(r[1].split("@")[1], r[2], r[4]) for r in batches(loader, feed.id)]
     assert got == [("20261102020000", "loaded", True), ("20261103020000", "loaded", False)]
     # two batches waiting at once are applied in extract-timestamp order, neither late
-    site.publish(world, 2)
-    site.publish(world, 3)
+    site.publish(worlds[2], 2)
+    site.publish(worlds[3], 3)
     later = run_core(site, feed)
     assert [r.late for r in later] == [False, False]
-    assert raw_count(loader, "admin_patient", feed.id) == 4 * _patients(world)
+    assert raw_count(loader, "admin_patient", feed.id) == sum(_patients(w) for w in worlds)
 
 
 START_TS = __import__("datetime").datetime.combine(START, __import__("datetime").time(2))

@@ -44,10 +44,14 @@ from im1.ingest.load import (
     read_head,
 )
 from im1.ingest.model import FetchedBatch, FetchedFile, Incomplete, PlannedBatch, PlannedFile
-from im1.transport.sftp import RemoteFile
+from im1.transport.sftp import RemoteFile, SftpError
 from im1.warehouse.bootstrap import META_NAMES, RAW_SCHEMAS, STAGE_SCHEMAS
 
 log = logging.getLogger(__name__)
+
+# the largest SRManifest.csv read (one short line per file: a real one is a few KiB); a larger one
+# holds its batch instead of being read
+MANIFEST_LIMIT = 1 << 22
 
 
 class Adapter:
@@ -84,6 +88,11 @@ class Adapter:
 
     def archive_folder(self, batch_key: str) -> str:
         return batch_key.replace("@", "_")
+
+    def is_reference(self, table: str) -> bool:
+        """Reference data (lookups) the supplier sends again unchanged: no evidence that a batch
+        repeats an earlier one (see :func:`im1.ingest.ledger.same_content_as`)."""
+        return False
 
     def hold_reason(self, batch: PlannedBatch, released: bool) -> str | None:
         """Why a batch, archived, must be quarantined as delivered (None: load it)."""
@@ -176,6 +185,9 @@ class EmisOrganisation(Adapter):
             missing = [c for c in specs.emis_table(table).column_names(oldest) if c not in set(header)]
             raise QuarantineError(f"{file_name}: required column(s) missing from the header: {', '.join(missing)}")
         return version
+
+    def is_reference(self, table):
+        return table in specs.EMIS_SHARED_TABLES  # organisations, locations, users, the agreement, coding
 
     def after_load(self, conn, org, fetched, batch_id, versions, late, latest):
         version = min(versions) if versions else None
@@ -386,6 +398,11 @@ class TppGateway(Adapter):
         f = specs.tpp_files().get(table)
         return None if f is None else f.columns
 
+    def is_reference(self, table):
+        # a file whose rows belong to no organisation (no IDOrganisationVisibleTo): SRMapping,
+        # SROrganisation, SRStaffMember, ... lookups
+        return specs.TPP_KEY[0] not in (self.spec_columns(table) or ())
+
     def required_columns(self, table: str) -> list[str]:
         """Header columns a file cannot be loaded without: the row key of the TPP file."""
         cols = self.spec_columns(table) or ()
@@ -428,6 +445,8 @@ class TppGateway(Adapter):
         return files, unknown, extra
 
     def plan(self, client, conn):
+        """Each batch folder is planned on its own: one whose manifest cannot be read or trusted is
+        held (quarantined when fetched) and one still missing files waits, never the whole feed."""
         root = self.gateway_root().rstrip("/") or "/"
         folders: dict[str, list[RemoteFile]] = {}
         for r in client.walk(root):
@@ -440,44 +459,62 @@ class TppGateway(Adapter):
             if key == "." or not any(tpp.FILE.match(n) for n in names):
                 foreign += [r.path for r in items]
                 continue
-            if tpp.MANIFEST not in names:
-                out.append(Incomplete(key, self._folder_ts(folder, items).isoformat(), [tpp.MANIFEST],
-                                      f"{tpp.MANIFEST} (the folder is still being written: TPP writes the "
-                                      "manifest last)"))
-                continue
-            error = None
-            try:
-                manifest = tpp.parse_manifest(client.read_bytes(names[tpp.MANIFEST].path))
-            except tpp.ManifestError as err:
-                error, manifest = str(err), tpp.Manifest(())
-            present = {n.lower() for n in names}
-            missing = [f"{t}.csv" for t in manifest.tables if f"{t}.csv".lower() not in present]
-            ts = manifest.extract_to or tpp.folder_time(posixpath.basename(folder))
-            if ts is None:
-                ts = self._folder_ts(folder, items)
-                error = error or (f"{tpp.MANIFEST} has no DateExtractTo and the folder name "
-                                  f"{posixpath.basename(folder)!r} is not a yyyyMMdd_HHmm time: the batch's extract "
-                                  "time is unknown")
-            if missing and not error:
-                out.append(Incomplete(key, ts.isoformat(), missing,
-                                      f"file(s) {', '.join(missing)} named in {tpp.MANIFEST}"))
-                continue
-            if error:
-                m = names[tpp.MANIFEST]
-                files = [PlannedFile(tpp.MANIFEST_TABLE, m.name, m.path, m.size, None, load=False, note="the manifest")]
-                files += [PlannedFile(tpp.table_of(n), n, r.path, r.size, None, load=False, note="not loaded")
-                          for n, r in sorted(names.items()) if n != tpp.MANIFEST]
-                unknown, extra = [], []
-            else:
-                files, unknown, extra = self._plan_files(manifest, names)
-            frm = manifest.extract_from
-            out.append(PlannedBatch(
-                batch_key=key, extract_ts=ts.isoformat(), extract_from=frm.isoformat() if frm else None,
-                files=files, error=error,
-                notes=[("files in the batch folder that SRManifest.csv does not list (not loaded)", extra),
-                       ("files listed in SRManifest.csv that the TPP specification does not know "
-                        "(archived, not loaded)", unknown)]))
+            out.append(self._plan_folder(client, folder, key, names, items))
         return out, foreign
+
+    def _plan_folder(self, client, folder: str, key: str, names: dict[str, RemoteFile],
+                     items: list[RemoteFile]) -> PlannedBatch | Incomplete:
+        if tpp.MANIFEST not in names:
+            return Incomplete(key, self._folder_ts(folder, items).isoformat(), [tpp.MANIFEST],
+                              f"{tpp.MANIFEST} (the folder is still being written: TPP writes the manifest last)")
+        manifest, error = self._read_manifest(client, names[tpp.MANIFEST])
+        if manifest is None and error is None:
+            return Incomplete(key, self._folder_ts(folder, items).isoformat(), [tpp.MANIFEST],
+                              f"{tpp.MANIFEST} (it went away while being read: the folder is being rewritten)")
+        manifest = manifest or tpp.Manifest(())
+        present = {n.lower() for n in names}
+        missing = [f"{t}.csv" for t in manifest.tables if f"{t}.csv".lower() not in present]
+        ts = manifest.extract_to or tpp.folder_time(posixpath.basename(folder))
+        if ts is None:
+            ts = self._folder_ts(folder, items)
+            error = error or (f"{tpp.MANIFEST} has no DateExtractTo and the folder name "
+                              f"{posixpath.basename(folder)!r} is not a yyyyMMdd_HHmm time: the batch's extract "
+                              "time is unknown")
+        if missing and not error:
+            return Incomplete(key, ts.isoformat(), missing, f"file(s) {', '.join(missing)} named in {tpp.MANIFEST}")
+        if error:
+            m = names[tpp.MANIFEST]
+            files = [PlannedFile(tpp.MANIFEST_TABLE, m.name, m.path, m.size, None, load=False, note="the manifest")]
+            files += [PlannedFile(tpp.table_of(n), n, r.path, r.size, None, load=False, note="not loaded")
+                      for n, r in sorted(names.items()) if n != tpp.MANIFEST]
+            unknown, extra = [], []
+        else:
+            files, unknown, extra = self._plan_files(manifest, names)
+        frm = manifest.extract_from
+        return PlannedBatch(
+            batch_key=key, extract_ts=ts.isoformat(), extract_from=frm.isoformat() if frm else None,
+            files=files, error=error,
+            notes=[("files in the batch folder that SRManifest.csv does not list (not loaded)", extra),
+                   ("files listed in SRManifest.csv that the TPP specification does not know "
+                    "(archived, not loaded)", unknown)])
+
+    @staticmethod
+    def _read_manifest(client, m: RemoteFile) -> tuple[tpp.Manifest | None, str | None]:
+        """The folder's manifest, or why it cannot be used (the batch is then held, alone); (None,
+        None) when it went away between the listing and the read."""
+        if m.size > MANIFEST_LIMIT:
+            return None, (f"{tpp.MANIFEST} is {m.size} bytes, more than the {MANIFEST_LIMIT} a manifest may have "
+                          "(a few hundred bytes a file): not read; ask TPP to re-send the batch, then release it")
+        try:
+            data = client.read_bytes(m.path, limit=MANIFEST_LIMIT)
+        except FileNotFoundError:
+            return None, None
+        except (SftpError, PermissionError) as err:  # refused by size (it grew), or not readable
+            return None, f"{tpp.MANIFEST} cannot be read ({type(err).__name__}: {err}); fix it, then release the batch"
+        try:
+            return tpp.parse_manifest(data), None
+        except tpp.ManifestError as err:
+            return None, str(err)
 
     def annotate(self, conn, ready):
         """A re-delivery: another folder with the extract time of a loaded (or an earlier-listed) batch."""

@@ -72,6 +72,7 @@ class BatchRow:
     delivery_batch_id: int | None = None
     quality_status: str | None = None
     supplier: str | None = None
+    released_at: dt.datetime | None = None  # an operator released it (it is loaded as asked)
 
     @property
     def final(self) -> bool:
@@ -92,6 +93,7 @@ def _row(r: dict) -> BatchRow:
         delivery_batch_id=r.get("delivery_batch_id"),
         quality_status=r.get("quality_status"),
         supplier=r.get("supplier"),
+        released_at=r.get("released_at"),
     )
 
 
@@ -369,18 +371,58 @@ def file_checksum(conn: psycopg.Connection, batch_id: int, file_name: str) -> tu
 
 def record_file_rows(conn: psycopg.Connection, file_id: int, *, rows_in_file: int, rows_loaded: int,
                      status: FileStatus, schema_version: str | None = None, unknown_columns: list[str] | None = None,
-                     seconds: float | None = None) -> None:
-    """-> staged | loaded: the file's rows are in staging (multi-organisation) or in raw."""
+                     seconds: float | None = None, plain_sha256: str | None = None) -> None:
+    """-> staged | loaded: the file's rows are in staging (multi-organisation) or in raw, with the
+    hash of the plaintext that was loaded."""
     conn.execute(
         """update ingest.files set rows_in_file = %s, rows_loaded = %s, status = %s,
                   schema_version = coalesce(%s, schema_version),
                   unknown_columns = coalesce(%s, unknown_columns),
                   loaded_at = case when %s = %s then now() else loaded_at end,
-                  load_seconds = coalesce(%s, load_seconds)
+                  load_seconds = coalesce(%s, load_seconds),
+                  plain_sha256 = coalesce(%s, plain_sha256)
             where file_id = %s""",
         (rows_in_file, rows_loaded, status, schema_version, unknown_columns, status, FileStatus.LOADED, seconds,
-         file_id),
+         plain_sha256, file_id),
     )
+
+
+def same_content_as(conn: psycopg.Connection, batch_id: int, *, ignore_tables: list[str]) -> str | None:
+    """The key of an already loaded batch of the same feed and organisation whose content this batch
+    repeats (a re-send under another name), or None.
+
+    The rule, at batch level: take each batch's *evidence*, the (table, plaintext sha256) of its
+    files that held at least one data row, leaving out ``ignore_tables`` (reference data such as
+    lookups, which suppliers send again unchanged day after day). This batch repeats an earlier one
+    when its evidence is not empty and is exactly the earlier batch's evidence. So an empty delta
+    file (no rows: no evidence) or an identical lookup table (ignored) never makes a batch a
+    duplicate, nor does one identical table among changed ones (the sets differ); a quiet day that
+    carries nothing but such files has no evidence and always loads. Only files hashed when loaded
+    count (``plain_sha256`` is set by the load).
+    """
+    row = conn.execute(
+        """
+        with mine as (
+            select table_name, plain_sha256 from ingest.files
+             where batch_id = %(b)s and rows_in_file > 0 and plain_sha256 is not null
+               and table_name <> all(%(ignore)s)),
+        me as (select feed_id, organisation from ingest.batches where batch_id = %(b)s),
+        candidates as (
+            select distinct e.batch_id from ingest.files f join mine using (table_name, plain_sha256)
+              join ingest.batches e on e.batch_id = f.batch_id join me using (feed_id, organisation)
+             where e.batch_id <> %(b)s and e.status = %(loaded)s),
+        evidence as (
+            select f.batch_id, f.table_name, f.plain_sha256 from ingest.files f join candidates using (batch_id)
+             where f.rows_in_file > 0 and f.plain_sha256 is not null and f.table_name <> all(%(ignore)s))
+        select e.batch_key from ingest.batches e join candidates c using (batch_id)
+         where not exists (select table_name, plain_sha256 from mine
+                           except select table_name, plain_sha256 from evidence v where v.batch_id = c.batch_id)
+           and not exists (select table_name, plain_sha256 from evidence v where v.batch_id = c.batch_id
+                           except select table_name, plain_sha256 from mine)
+         order by e.extract_ts, e.batch_id limit 1
+        """,
+        {"b": batch_id, "ignore": list(ignore_tables), "loaded": BatchStatus.LOADED}).fetchone()
+    return row[0] if row else None
 
 
 def staged_file(conn: psycopg.Connection, batch_id: int, table: str) -> tuple[str | None, list[str] | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import logging
 import re
@@ -103,6 +104,7 @@ class StagedFile:
     unknown_columns: list[str] = field(default_factory=list)
     rows: int = 0
     seconds: float = 0.0
+    plain_sha256: str | None = None  # of the bytes COPY was given (set by copy_stream)
 
 
 def parse_header(head: bytes, encoding: str = "UTF8", name: str = "file") -> list[str]:
@@ -256,12 +258,16 @@ def copy_stream(conn: psycopg.Connection, schema: str, f: StagedFile, reader, he
         sql.SQL(", ").join(sql.Identifier(specs.raw_column_name(h)) for h in f.header),
         sql.Literal(f.encoding),
     )
+    digest = hashlib.sha256()  # the plaintext's hash, taken on the way (duplicate detection by content)
     with conn.cursor() as cur:
         with cur.copy(stmt) as cp:
             cp.write(head)
+            digest.update(head)
             while chunk := reader.read(CHUNK):
                 cp.write(chunk)
+                digest.update(chunk)
         f.rows = cur.rowcount
+    f.plain_sha256 = digest.hexdigest()
     f.seconds = time.monotonic() - t0
     log.info("copied %s: %d rows in %.2fs", f.path.name, f.rows, f.seconds)
     return f.rows

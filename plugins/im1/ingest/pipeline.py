@@ -8,7 +8,9 @@ which owns every status) up to date. One policy for locks, transactions and fail
 
 * **locks**: one loader per feed and organisation at a time (``im1.load:<feed>:<org>``), one
   stager per multi-organisation delivery (``im1.stage:<delivery>``), taken as PostgreSQL
-  advisory locks on the load's own connection;
+  advisory locks on the load's own connection, waiting at most ``lock_wait`` seconds (default
+  ``IM1_LOCK_WAIT_SECONDS``, 900): then the step fails with :class:`LockWaitTimeout` naming the
+  holder, leaves the batch's ledger row as it was, and Airflow retries it;
 * **transactions**: a batch's rows for one organisation go into raw in one transaction together
   with its ledger row, so a killed connection or worker leaves nothing half-loaded;
 * **failures**: a bad delivery (:data:`~im1.ingest.errors.QUARANTINE_ERRORS`) is quarantined with
@@ -26,6 +28,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -61,24 +64,81 @@ def work_dir() -> Path:
     return paths.private_dir(paths.state_dir() / "work")
 
 
+def lock_wait_seconds() -> float:
+    """How long a step waits for its advisory lock (IM1_LOCK_WAIT_SECONDS, default 15 minutes)."""
+    return float(os.environ.get("IM1_LOCK_WAIT_SECONDS", "900"))
+
+
+class LockWaitTimeout(RuntimeError):
+    """Another session held the step's advisory lock for longer than the step waits: the step
+    fails (Airflow retries it) and the batch's ledger row is left as it was."""
+
+
+_LOCK_HOLDERS = """
+    select l.pid, a.application_name, a.usename, a.state, a.xact_start
+      from pg_locks l left join pg_stat_activity a on a.pid = l.pid, (select hashtext(%s)::bigint as k) h
+     where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+       and l.database = (select oid from pg_database where datname = current_database())
+       and l.classid = ((h.k >> 32) & 4294967295)::oid and l.objid = (h.k & 4294967295)::oid
+       and l.pid <> pg_backend_pid()
+     order by l.pid
+"""
+
+
+def _lock_holders(conn: psycopg.Connection, key: str) -> str:
+    """Who holds an advisory lock: pid, application_name, user, state (the query is never shown)."""
+    out = []
+    for pid, app, user, state, since in conn.execute(_LOCK_HOLDERS, (key,)).fetchall():
+        when = f", in a transaction since {since:%Y-%m-%d %H:%M:%S %Z}" if since else ""
+        out.append(f"pid {pid} (application_name {app or '(none)'!r}, user {user}, "
+                   f"{state or 'state not visible'}{when})")
+    return "; ".join(out) or "a session that has let it go since"
+
+
+def take_lock(conn: psycopg.Connection, key: str, what: str, wait: float, *, xact: bool = False) -> None:
+    """Take the advisory lock ``key`` (session-level, or until the transaction ends with ``xact``),
+    trying again until ``wait`` seconds have passed; then raise :class:`LockWaitTimeout` saying
+    ``what`` waited and which session holds it. Nothing waits on the server, so nothing is left
+    queued behind the holder."""
+    fn = "pg_try_advisory_xact_lock" if xact else "pg_try_advisory_lock"
+    deadline = time.monotonic() + wait
+    pause = 0.05
+    while not conn.execute(f"select {fn}(hashtext(%s))", (key,)).fetchone()[0]:
+        if time.monotonic() >= deadline:
+            raise LockWaitTimeout(
+                f"{what}: could not take the lock {key!r} within {wait:g} s; it is held by "
+                f"{_lock_holders(conn, key)}. Another run may still be loading it (Airflow retries this task); "
+                "if that session is stuck, end it with pg_terminate_backend(<pid>)")
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 2.0)
+
+
 class Pipeline:
     """The ingest of one feed. ``conninfo`` reaches the warehouse as the loader; ``key`` decrypts
     (PGP deliveries); ``archive`` is where originals are kept (default ``<state>/archive/<feed>``)."""
 
-    def __init__(self, feed: Feed, conninfo: str, *, key: PgpKey | None = None, archive: Path | None = None):
+    def __init__(self, feed: Feed, conninfo: str, *, key: PgpKey | None = None, archive: Path | None = None,
+                 lock_wait: float | None = None):
         self.feed = feed
         self.conninfo = conninfo
         self.key = key
         self.archive = archive or archive_root(feed)
         self.adapter: Adapter = adapter_for(feed)
+        self.lock_wait = lock_wait_seconds() if lock_wait is None else lock_wait
 
     # -- one policy for locks and failures --------------------------------------------------------------
-    def _lock(self, conn: psycopg.Connection, what: str) -> None:
-        conn.execute("select pg_advisory_lock(hashtext(%s))", (what,))
+    def _lock(self, conn: psycopg.Connection, key: str, what: str, *, xact: bool = False) -> None:
+        take_lock(conn, key, f"IM1 feed {self.feed.id}: {what}", self.lock_wait, xact=xact)
 
     def _org_lock(self, conn: psycopg.Connection, org: str) -> None:
         """One loader per feed and organisation at a time."""
-        self._lock(conn, f"im1.load:{self.feed.id}:{org}")
+        self._lock(conn, f"im1.load:{self.feed.id}:{org}", f"the load of organisation {org}")
+
+    def _stage_lock(self, conn: psycopg.Connection, fetched: FetchedBatch, *, xact: bool = False) -> None:
+        """One stager (or staging cleanup) per multi-organisation delivery at a time."""
+        delivery = fetched.batch_ids[ledger.SHARED]
+        self._lock(conn, f"im1.stage:{delivery}", f"staging delivery {fetched.batch_key} (batch {delivery})",
+                   xact=xact)
 
     def _fail(self, conn: psycopg.Connection | None, batch_ids: list[int], err: BaseException) -> None:
         """Record a failed step for its batches: quarantined when the delivery is bad, failed (to be
@@ -110,6 +170,9 @@ class Pipeline:
         holder: list[psycopg.Connection | None] = [None]
         try:
             yield holder
+        except LockWaitTimeout as err:
+            self._lock_event(batch_ids, err)  # another session has the batch: its ledger row is not ours to change
+            raise
         except Exception as err:
             self._fail(holder[0], batch_ids, err)
             if isinstance(err, QUARANTINE_ERRORS):
@@ -118,6 +181,12 @@ class Pipeline:
         finally:
             if holder[0] is not None:
                 holder[0].close()
+
+    def _lock_event(self, batch_ids: list[int], err: LockWaitTimeout) -> None:
+        with psycopg.connect(self.conninfo) as conn:
+            for bid in batch_ids or [None]:
+                ledger.log_event(conn, str(err), feed_id=self.feed.id, batch_id=bid, level="warning")
+            conn.commit()
 
     def batch_done(self, conn: psycopg.Connection, batch_key: str) -> bool:
         """Every organisation of the batch is loaded or quarantined (a released one is pending again)."""
@@ -271,7 +340,7 @@ class Pipeline:
             with self._step(pending, f"delivery {fetched.batch_key} of {self.feed.id} quarantined for every "
                                      "organisation") as h:
                 conn = h[0] = psycopg.connect(self.conninfo)
-                self._lock(conn, f"im1.stage:{delivery}")
+                self._stage_lock(conn, fetched)
                 rows = {o: ledger.get_batch(conn, b) for o, b in ids.items()}
                 orgs_pending = [o for o in orgs if not rows[o].final]
                 need_shared = not rows[ledger.SHARED].final
@@ -313,6 +382,8 @@ class Pipeline:
                     version = min(v for v in versions if v) if any(versions) else None
                     if version:
                         check_batch_tables(fetched, version)
+                    if need_shared:
+                        self._refuse_resend(conn, rows[ledger.SHARED], fetched)
                     if need_stage:
                         unclaimed = ad.account_unclaimed(conn, delivery, fetched)
                     if need_shared:
@@ -329,7 +400,8 @@ class Pipeline:
     def _record_file(self, conn, batch_id: int, name: str, sf, version: str | None, status) -> None:
         rows_loaded = sf.rows if status == ledger.FileStatus.LOADED else 0
         ledger.record_file_rows(conn, sf.file_id, rows_in_file=sf.rows, rows_loaded=rows_loaded, status=status,
-                                schema_version=version, unknown_columns=sf.unknown_columns, seconds=sf.seconds)
+                                schema_version=version, unknown_columns=sf.unknown_columns, seconds=sf.seconds,
+                                plain_sha256=sf.plain_sha256)
         if sf.unknown_columns:
             ledger.log_event(conn, f"{name}: column(s) not in the {self.feed.supplier.upper()} specification, "
                              f"kept: {', '.join(sf.unknown_columns)}",
@@ -343,7 +415,7 @@ class Pipeline:
             return False
         delivery = fetched.batch_ids[ledger.SHARED]
         with psycopg.connect(self.conninfo) as conn:
-            conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"im1.stage:{delivery}",))
+            self._stage_lock(conn, fetched, xact=True)
             pending = [o for o, b in fetched.batch_ids.items()
                        if o != ledger.SHARED and not ledger.get_batch(conn, b).final]
             if pending and not force:
@@ -384,19 +456,23 @@ class Pipeline:
                     if isinstance(ad, EmisMultiOrganisation):
                         total, version = ad.move_rows(conn, org, fetched, batch_id)
                     else:
-                        total, version = self._copy_files(conn, org, fetched, batch_id, work, late, latest)
+                        total, version = self._copy_files(conn, org, fetched, row, work, late, latest)
                     ledger.mark_loaded(conn, batch_id, rows=total, schema_version=version)
                 conn.commit()
         finally:
             shutil.rmtree(work, ignore_errors=True)
         if isinstance(ad, EmisMultiOrganisation):
-            self.cleanup(fetched)
+            try:
+                self.cleanup(fetched)
+            except LockWaitTimeout as err:  # the load is in; the cleanup task (or the next load) drops it
+                log.warning("staging of %s left in place: %s", fetched.batch_key, err)
         secs = time.monotonic() - t0
         log.info("loaded batch %s for %s: %d rows in %.1fs", fetched.batch_key, org, total, secs)
         return LoadResult(batch_id, org, total, ledger.LOADED, late=late, seconds=round(secs, 3))
 
-    def _copy_files(self, conn, org, fetched: FetchedBatch, batch_id: int, work: Path, late, latest):
+    def _copy_files(self, conn, org, fetched: FetchedBatch, row: ledger.BatchRow, work: Path, late, latest):
         ad = self.adapter
+        batch_id = row.batch_id
         fids = ledger.file_ids(conn, batch_id)
         total, versions = 0, set()
         with ad.reading(self.key) as session:
@@ -406,8 +482,25 @@ class Pipeline:
                 versions.add(version)
                 self._record_file(conn, batch_id, f.name, sf, version, ledger.FileStatus.LOADED)
                 total += sf.rows
+        self._refuse_resend(conn, row, fetched)
         version = ad.after_load(conn, org, fetched, batch_id, {v for v in versions if v}, late, latest)
         return total, version
+
+    def _refuse_resend(self, conn, row: ledger.BatchRow, fetched: FetchedBatch) -> None:
+        """Quarantine a batch whose content is already loaded under another name (the same files
+        re-sent with another batch number or in another folder, or encrypted again): its files were
+        just hashed on their way into COPY, and :func:`ledger.same_content_as` compares them, table by
+        table, with the organisation's loaded batches (the rule is explained there). Raised inside
+        the load's transaction, so nothing of it stays in raw. A released batch is loaded as asked."""
+        if row.released_at is not None:
+            return
+        ignore = sorted({f.table for f in fetched.files if self.adapter.is_reference(f.table)})
+        earlier = ledger.same_content_as(conn, row.batch_id, ignore_tables=ignore)
+        if earlier:
+            raise QuarantineError(
+                f"duplicate delivery: every data file of {fetched.batch_key} that has rows has the same content "
+                f"(plaintext sha256, table by table) as already loaded as batch {earlier}; nothing of it was "
+                "loaded; release this batch to load it again")
 
     def _ensure_staged(self, fetched: FetchedBatch) -> None:
         """Multi-organisation: staging was cleaned up (or never finished): rebuild it from the archive

@@ -163,6 +163,10 @@ alter table ingest.batches add column if not exists delivery_batch_id bigint;
 -- TPP: the manifest's IsDelta per file (false = a full file, superseding the table's earlier rows
 -- for that organisation; null = not stated, e.g. EMIS files or TPP files the manifest does not list)
 alter table ingest.files add column if not exists is_delta boolean;
+-- sha256 of the plaintext as it was streamed into COPY (im1.ingest.load.copy_stream): a batch re-sent
+-- under another name, or encrypted again, is recognised by its content (im1.ingest.ledger.same_content_as)
+alter table ingest.files add column if not exists plain_sha256 text;
+create index if not exists files_plain_sha256_ix on ingest.files (plain_sha256);
 -- one row per expectation evaluated on a raw batch (Great Expectations, driven by the spec)
 create table if not exists ingest.quality_checks (
     check_id        bigserial primary key,
