@@ -50,11 +50,11 @@ def test_dropped_connection_resumes_from_the_partial_file(sftp_server, sftp_sett
     sftp_server.faults.drop_after_bytes["big.csv.gpg"] = 2_000_000
     dest = tmp_path / "big.csv.gpg"
     remote = RemoteFile("/feed/big.csv.gpg", len(data), 0)
-    with pytest.raises(Exception):  # noqa: B017 - the connection drops mid-download
+    with pytest.raises(Exception) as dropped:  # noqa: B017 - the connection drops mid-download
         with SftpClient(sftp_settings) as c:
             c.download(remote, dest)
     part = tmp_path / "big.csv.gpg.part"
-    assert not dest.exists() and 0 < part.stat().st_size < len(data)
+    assert not dest.exists() and 0 < part.stat().st_size < len(data), repr(dropped.value)
     with SftpClient(sftp_settings) as c:
         c.download(remote, dest)
     assert dest.read_bytes() == data and not part.exists()
