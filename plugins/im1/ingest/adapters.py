@@ -83,7 +83,10 @@ class Adapter:
         """Mark re-deliveries among the ready batches (kinds that can tell)."""
 
     def archive_folder(self, batch_key: str) -> str:
-        return batch_key.replace("@", "_")
+        """The batch's folder in the archive: one name per batch key, bounded (:func:`paths.local_name`).
+        EMIS keys (``<batch>@<yyyyMMddHHmmss>``) stay readable with ``_`` for ``@`` (their grammar
+        keeps that one-to-one)."""
+        return paths.local_name(batch_key.replace("@", "_"))
 
     def hold_reason(self, batch: PlannedBatch, released: bool) -> str | None:
         """Why a batch, archived, must be quarantined as delivered (None: load it)."""
@@ -370,7 +373,8 @@ class EmisMultiOrganisation(EmisOrganisation):
 class TppGateway(Adapter):
     """TPP SystmOne: batch folders of Windows-1252 CSV files plus ``SRManifest.csv`` (written last)
     in a gateway folder, local or on an SFTP site. A batch's ledger key is its folder under the
-    gateway, its extract time the manifest's ``DateExtractTo``; it is complete when the manifest
+    gateway (:func:`paths.bounded_key`: a very long path gets a prefix and a hash), its extract
+    time the manifest's ``DateExtractTo``; it is complete when the manifest
     and every file it names are there. A second folder with the extract time of a loaded batch is
     a re-delivery, held as a duplicate."""
 
@@ -434,9 +438,10 @@ class TppGateway(Adapter):
         foreign: list[str] = []
         out: list[PlannedBatch | Incomplete] = []
         for folder, items in sorted(folders.items()):
-            key = posixpath.relpath(folder, root)
+            rel = posixpath.relpath(folder, root)
+            key = paths.bounded_key(rel)  # the folder's path under the gateway, bounded
             names = {posixpath.basename(r.path): r for r in items}
-            if key == "." or not any(tpp.FILE.match(n) for n in names):
+            if rel == "." or not any(tpp.FILE.match(n) for n in names):
                 foreign += [r.path for r in items]
                 continue
             if tpp.MANIFEST not in names:
@@ -493,7 +498,9 @@ class TppGateway(Adapter):
                 first[b.extract_ts] = b.batch_key
 
     def archive_folder(self, batch_key: str) -> str:
-        return batch_key.replace("/", "__")
+        # a nested folder's key holds "/": local_name makes it one bounded name, distinct from a
+        # folder whose own name holds "__"
+        return paths.local_name(batch_key)
 
     def hold_reason(self, batch, released):
         if batch.error:

@@ -211,7 +211,7 @@ class Pipeline:
             conn.commit()
             out: list[FetchedFile] = []
             for pf in batch.files:
-                dest = dest_dir / pf.name
+                dest = dest_dir / paths.local_name(pf.name)  # bounded: the name is the supplier's
                 known = ledger.file_checksum(conn, any_id, pf.name)
                 if (not released and known and dest.exists() and dest.stat().st_size == pf.size == known[1]
                         and sha256_of(dest) == known[0]):
