@@ -7,11 +7,17 @@ Real parts throughout: the gateway folder on disk, the real warehouse and ledger
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
+import pytest
+
 from im1 import tpp
+from im1.ingest.errors import QuarantineError
+from im1.ingest.pipeline import Pipeline
+from im1.transport.folder import FolderClient
 from tests.ingest.conftest import run_tpp, tpp_count
-from tests.ingest.test_tpp_ingest import file_rows, ledger_files, tpp_batches
+from tests.ingest.test_tpp_ingest import RAW_TABLES, file_rows, ledger_files, tpp_batches
 
 NAME_MAX = 255
 
@@ -94,3 +100,139 @@ def test_a_deeply_nested_batch_folder_gets_a_bounded_key_and_archive_folder(gate
         assert len(os.fsencode(Path(r["archive_path"]).parent.name)) <= NAME_MAX
     _assert_archived_as_delivered(loader, feed.id, {deep_key: deep, beside.name: beside})
     assert run_tpp(gateway.loader_url, feed) == []  # the bounded key is stable: nothing is fetched twice
+
+
+def test_a_file_swapped_for_a_symlink_after_discovery_quarantines_its_batch_only(gateway, loader, tmp_path):
+    """A symbolic link is never followed: the file it points to (outside the gateway) is neither
+    archived nor loaded; the batch is quarantined with the reason and the batch beside it loads."""
+    ods = "Z93204"
+    world = gateway.world(ods)
+    swapped, good = gateway.publish(world, 0), gateway.publish(world, 1)
+    feed = gateway.feed("tpp_symlink_swap", ods)
+    pipe = Pipeline(feed, gateway.loader_url)
+    with FolderClient() as c:
+        plans = pipe.discover(c).ready
+    assert [p.batch_key for p in plans] == [swapped.name, good.name]
+    outside = tmp_path / "outside" / "SRPatient.csv"  # the same bytes: only where it lies differs
+    outside.parent.mkdir()
+    shutil.copyfile(swapped / "SRPatient.csv", outside)
+    (swapped / "SRPatient.csv").unlink()
+    (swapped / "SRPatient.csv").symlink_to(outside)
+    with FolderClient() as c:
+        fetched = [pipe.fetch(c, p) for p in plans]
+    assert "SRPatient.csv" in fetched[0].error and "symbolic link" in fetched[0].error
+    with pytest.raises(QuarantineError, match="symbolic link"):
+        pipe.load(ods, fetched[0])
+    assert pipe.load(ods, fetched[1]).status == "loaded"
+    status = {k: (s, e) for k, s, _, _, e in tpp_batches(loader, feed.id)}
+    assert status[swapped.name][0] == "quarantined" and "SRPatient.csv" in status[swapped.name][1]
+    assert status[good.name][0] == "loaded"
+    archived = {r["file_name"] for r in ledger_files(loader, feed.id) if r["batch_key"] == swapped.name}
+    assert "SRPatient.csv" not in archived
+    assert not any(Path(r["archive_path"]).read_bytes() == outside.read_bytes()
+                   for r in ledger_files(loader, feed.id) if r["batch_key"] == swapped.name)
+    loaded_ids = [r["file_id"] for r in ledger_files(loader, feed.id) if r["batch_key"] == swapped.name]
+    for t in RAW_TABLES:
+        for fid in loaded_ids:
+            assert tpp_count(loader, t, feed.id, _file_id=fid) == 0
+
+
+def test_a_batch_folder_swapped_for_a_symlink_after_discovery_is_not_followed(gateway, loader, tmp_path):
+    ods = "Z93205"
+    world = gateway.world(ods)
+    folder = gateway.publish(world, 0)
+    feed = gateway.feed("tpp_folder_swap", ods)
+    pipe = Pipeline(feed, gateway.loader_url)
+    with FolderClient() as c:
+        [plan] = pipe.discover(c).ready
+    outside = tmp_path / "outside-batch"
+    folder.rename(outside)
+    folder.symlink_to(outside, target_is_directory=True)
+    with FolderClient() as c:
+        fetched = pipe.fetch(c, plan)
+    assert fetched.error and "symbolic link" in fetched.error, fetched.error
+    with pytest.raises(QuarantineError, match="symbolic link"):
+        pipe.load(ods, fetched)
+    assert tpp_batches(loader, feed.id)[0][1] == "quarantined"
+    assert all(r["status"] != "loaded" for r in ledger_files(loader, feed.id))
+    for t in RAW_TABLES:
+        assert tpp_count(loader, t, feed.id) == 0, t
+
+
+@pytest.mark.timeout(120)  # before the fix, fetch blocked for ever opening the FIFO
+def test_a_file_swapped_for_a_fifo_after_discovery_is_refused_without_hanging(gateway, loader):
+    ods = "Z93206"
+    world = gateway.world(ods)
+    folder = gateway.publish(world, 0)
+    feed = gateway.feed("tpp_fifo_swap", ods)
+    pipe = Pipeline(feed, gateway.loader_url)
+    with FolderClient() as c:
+        [plan] = pipe.discover(c).ready
+    (folder / "SRCode.csv").unlink()
+    os.mkfifo(folder / "SRCode.csv")
+    with FolderClient() as c:
+        fetched = pipe.fetch(c, plan)
+    assert "SRCode.csv" in fetched.error and "FIFO" in fetched.error, fetched.error
+    with pytest.raises(QuarantineError, match="FIFO"):
+        pipe.load(ods, fetched)
+    assert tpp_batches(loader, feed.id)[0][1] == "quarantined"
+
+
+def test_a_special_file_in_a_batch_folder_quarantines_that_batch_with_the_reason(gateway, loader, tmp_path):
+    """At discovery, a FIFO or a symbolic link where a file should be is refused at once, by name
+    (it used to be invisible, so the batch waited as incomplete for a file that was there)."""
+    ods = "Z93207"
+    world = gateway.world(ods)
+    fifo_batch, link_batch, good = (gateway.publish(world, d) for d in range(3))
+    (fifo_batch / "SRCode.csv").unlink()
+    os.mkfifo(fifo_batch / "SRCode.csv")
+    outside = tmp_path / "SRRota.csv"
+    shutil.copyfile(link_batch / "SRRota.csv", outside)
+    (link_batch / "SRRota.csv").unlink()
+    (link_batch / "SRRota.csv").symlink_to(outside)
+    feed = gateway.feed("tpp_special_files", ods)
+    results = run_tpp(gateway.loader_url, feed)
+    assert len(results) == 3
+    assert isinstance(results[0], QuarantineError) and "SRCode.csv" in str(results[0]) and "FIFO" in str(results[0])
+    assert isinstance(results[1], QuarantineError) and "SRRota.csv" in str(results[1])
+    assert "symbolic link" in str(results[1])
+    assert results[2].status == "loaded"
+    assert [s for _, s, *_ in tpp_batches(loader, feed.id)] == ["quarantined", "quarantined", "loaded"]
+    assert tpp_count(loader, "srpatient", feed.id) == file_rows(good / "SRPatient.csv")
+
+
+def test_a_symlinked_batch_folder_is_not_walked_into(gateway, loader, tmp_path):
+    ods = "Z93208"
+    world = gateway.world(ods)
+    outside = gateway.publish(world, 0)
+    moved = tmp_path / "elsewhere" / outside.name
+    moved.parent.mkdir()
+    outside.rename(moved)
+    (gateway.root / outside.name).symlink_to(moved, target_is_directory=True)
+    feed = gateway.feed("tpp_symlinked_folder", ods)
+    with FolderClient() as c:
+        found = Pipeline(feed, gateway.loader_url).discover(c)
+    assert found.ready == [] and found.incomplete == []
+    assert found.foreign_files == [(gateway.root / outside.name).as_posix()]
+    assert run_tpp(gateway.loader_url, feed) == []
+
+
+def test_a_gateway_file_name_ending_in_a_newline_is_not_a_delivery_file(gateway, loader):
+    """Issue 13: ``SRPatient.csv\\n`` is not SRPatient.csv: beside the real file it is an extra file
+    (not loaded); in place of a file (here SRRota.csv) the batch still misses it."""
+    ods = "Z93209"
+    world = gateway.world(ods)
+    beside, instead = gateway.publish(world, 0), gateway.publish(world, 1)
+    shutil.copyfile(beside / "SRPatient.csv", beside / "SRPatient.csv\n")
+    (instead / "SRRota.csv").rename(instead / "SRRota.csv\n")
+    feed = gateway.feed("tpp_newline_name", ods)
+    with FolderClient() as c:
+        found = Pipeline(feed, gateway.loader_url).discover(c)
+    [ready] = found.ready
+    assert ready.batch_key == beside.name and "SRPatient.csv\n" not in {f.name for f in ready.files}
+    assert any("SRPatient.csv\n" in names for _, names in ready.notes)
+    [inc] = found.incomplete
+    assert inc.batch_key == instead.name and inc.missing == ["SRRota.csv"]
+    [res] = run_tpp(gateway.loader_url, feed)
+    assert res.status == "loaded"
+    assert tpp_count(loader, "srpatient", feed.id) == file_rows(beside / "SRPatient.csv")

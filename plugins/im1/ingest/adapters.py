@@ -44,7 +44,7 @@ from im1.ingest.load import (
     read_head,
 )
 from im1.ingest.model import FetchedBatch, FetchedFile, Incomplete, PlannedBatch, PlannedFile
-from im1.transport.sftp import RemoteFile
+from im1.transport.sftp import RefusedFileError, RemoteFile
 from im1.warehouse.bootstrap import META_NAMES, RAW_SCHEMAS, STAGE_SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -433,7 +433,7 @@ class TppGateway(Adapter):
     def plan(self, client, conn):
         root = self.gateway_root().rstrip("/") or "/"
         folders: dict[str, list[RemoteFile]] = {}
-        for r in client.walk(root):
+        for r in client.walk(root, special=True):  # links and FIFOs too: refused by name below
             folders.setdefault(posixpath.dirname(r.path), []).append(r)
         foreign: list[str] = []
         out: list[PlannedBatch | Incomplete] = []
@@ -449,11 +449,7 @@ class TppGateway(Adapter):
                                       f"{tpp.MANIFEST} (the folder is still being written: TPP writes the "
                                       "manifest last)"))
                 continue
-            error = None
-            try:
-                manifest = tpp.parse_manifest(client.read_bytes(names[tpp.MANIFEST].path))
-            except tpp.ManifestError as err:
-                error, manifest = str(err), tpp.Manifest(())
+            error, manifest = self._read_manifest(client, names)
             present = {n.lower() for n in names}
             missing = [f"{t}.csv" for t in manifest.tables if f"{t}.csv".lower() not in present]
             ts = manifest.extract_to or tpp.folder_time(posixpath.basename(folder))
@@ -466,11 +462,11 @@ class TppGateway(Adapter):
                 out.append(Incomplete(key, ts.isoformat(), missing,
                                       f"file(s) {', '.join(missing)} named in {tpp.MANIFEST}"))
                 continue
-            if error:
-                m = names[tpp.MANIFEST]
-                files = [PlannedFile(tpp.MANIFEST_TABLE, m.name, m.path, m.size, None, load=False, note="the manifest")]
-                files += [PlannedFile(tpp.table_of(n), n, r.path, r.size, None, load=False, note="not loaded")
-                          for n, r in sorted(names.items()) if n != tpp.MANIFEST]
+            if error:  # archived as delivered (its regular files), then quarantined
+                files = [PlannedFile(tpp.MANIFEST_TABLE, n, r.path, r.size, None, load=False, note="the manifest")
+                         if n == tpp.MANIFEST else
+                         PlannedFile(tpp.table_of(n), n, r.path, r.size, None, load=False, note="not loaded")
+                         for n, r in sorted(names.items()) if r.kind == "file"]
                 unknown, extra = [], []
             else:
                 files, unknown, extra = self._plan_files(manifest, names)
@@ -482,6 +478,19 @@ class TppGateway(Adapter):
                        ("files listed in SRManifest.csv that the TPP specification does not know "
                         "(archived, not loaded)", unknown)]))
         return out, foreign
+
+    @staticmethod
+    def _read_manifest(client, names: dict[str, RemoteFile]) -> tuple[str | None, tpp.Manifest]:
+        """The batch folder's manifest, or why the batch cannot be trusted as delivered: an entry that
+        is not a regular file (a link, a FIFO: refused, never read), or a manifest that does not parse."""
+        special = [f"{n} is a {r.kind}" for n, r in sorted(names.items()) if r.kind != "file"]
+        if special:
+            return (f"{'; '.join(special)}, not a regular file: refused (the gateway must hold plain files, "
+                    "and nothing in it is read through a link)"), tpp.Manifest(())
+        try:
+            return None, tpp.parse_manifest(client.read_bytes(names[tpp.MANIFEST].path))
+        except (tpp.ManifestError, RefusedFileError) as err:
+            return str(err), tpp.Manifest(())
 
     def annotate(self, conn, ready):
         """A re-delivery: another folder with the extract time of a loaded (or an earlier-listed) batch."""

@@ -39,6 +39,11 @@ class DownloadSizeError(SftpError):
     pass
 
 
+class RefusedFileError(SftpError):
+    """A file the transport will not read as delivered: not a regular file (a FIFO, a device, a
+    socket) or reached through a symbolic link. No retry can fix it: its batch is quarantined."""
+
+
 @dataclass(frozen=True)
 class SftpSettings:
     host: str
@@ -57,10 +62,21 @@ class RemoteFile:
     path: str
     size: int
     mtime: int
+    kind: str = "file"  # "file" (regular); listed only when asked for: "symbolic link", "FIFO", ...
 
     @property
     def name(self) -> str:
         return posixpath.basename(self.path)
+
+
+def kind_of(mode: int) -> str:
+    """What a directory entry is, in an operator's words ("file" for a regular file)."""
+    for test, kind in ((stat.S_ISREG, "file"), (stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def _pinned_keys(text: str) -> list[paramiko.PKey]:
@@ -173,8 +189,10 @@ class SftpClient:
             raise SftpError("not connected")
         return self._sftp
 
-    def walk(self, root: str) -> Iterator[RemoteFile]:
-        """Every regular file under ``root``, recursively, in sorted order."""
+    def walk(self, root: str, *, special: bool = False) -> Iterator[RemoteFile]:
+        """Every regular file under ``root``, recursively, in sorted order (a link to a folder is not
+        walked into). With ``special``, entries that are neither files nor folders (links, FIFOs, ...)
+        are listed too, with their ``kind``, so that a caller can refuse them by name."""
         stack = [root]
         while stack:
             d = stack.pop()
@@ -191,6 +209,8 @@ class SftpClient:
                     subdirs.append(p)
                 elif stat.S_ISREG(a.st_mode or 0):
                     yield RemoteFile(p, int(a.st_size or 0), int(a.st_mtime or 0))
+                elif special:
+                    yield RemoteFile(p, int(a.st_size or 0), int(a.st_mtime or 0), kind=kind_of(a.st_mode or 0))
             stack.extend(reversed(subdirs))
 
     def read_bytes(self, path: str, limit: int = 1 << 22) -> bytes:
