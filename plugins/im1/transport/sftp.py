@@ -5,14 +5,20 @@ atomic and resumable downloads.
   (:class:`HostKeyError`), never accepted on first use.
 * A download goes to ``<name>.part``, is checked against the remote size and only then renamed.
   If the connection drops, the next attempt resumes from the bytes already on disk.
+* Nothing waits for ever on a stalled server: the TCP connect, the SSH banner, the key exchange,
+  the authentication, opening the channel and starting the SFTP session are each bounded by
+  ``timeout``; every request after that (listing, opening, each read) by ``session_timeout``. A
+  stall closes the connection and raises :class:`SftpError` (the next attempt resumes).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import posixpath
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -152,6 +158,7 @@ class SftpClient:
                 timeout=s.timeout,
                 banner_timeout=s.timeout,
                 auth_timeout=s.timeout,
+                channel_timeout=s.timeout,
             )
         except paramiko.BadHostKeyException as err:
             ssh.close()
@@ -170,8 +177,51 @@ class SftpClient:
         except OSError as err:
             raise SftpError(f"cannot reach SFTP server {s.host}:{s.port}: {err}") from err
         self._ssh = ssh
-        self._sftp = ssh.open_sftp()
-        self._sftp.get_channel().settimeout(s.session_timeout)
+        try:
+            self._sftp = self._open_sftp(ssh.get_transport())
+        except Exception:
+            self.close()
+            raise
+
+    def _open_sftp(self, transport: paramiko.Transport) -> paramiko.SFTPClient:
+        """The SFTP session on a new channel, every step bounded (paramiko's ``open_sftp`` waits for
+        the answer to the subsystem request and for the server's SFTP version without a limit)."""
+        s = self.settings
+        where = f"{s.host}:{s.port}"
+        gave_up = threading.Event()
+
+        def give_up() -> None:
+            gave_up.set()
+            transport.close()  # ends paramiko's wait for the subsystem answer with an error
+
+        timer = threading.Timer(s.timeout, give_up)
+        timer.daemon = True
+        timer.start()
+        try:
+            chan = transport.open_session(timeout=s.timeout)
+            chan.settimeout(s.timeout)
+            chan.invoke_subsystem("sftp")
+            sftp = paramiko.SFTPClient(chan)  # the version exchange: bounded by the channel timeout
+        except (paramiko.SSHException, EOFError, OSError) as err:
+            if gave_up.is_set() or isinstance(err, TimeoutError):
+                raise SftpError(f"SFTP server {where} did not start the SFTP session within {s.timeout:.0f} s; "
+                                "gave up (will retry)") from None
+            raise SftpError(f"SFTP session with {where} could not be started: {err}") from err
+        finally:
+            timer.cancel()
+        chan.settimeout(s.session_timeout)
+        return sftp
+
+    @contextlib.contextmanager
+    def _answer_within(self, what: str) -> Iterator[None]:
+        """A request the server does not answer within ``session_timeout`` closes the connection
+        (so that nothing else waits on it) and raises SftpError."""
+        try:
+            yield
+        except TimeoutError:
+            self.close()
+            raise SftpError(f"{what}: no answer from the SFTP server for {self.settings.session_timeout:.0f} s "
+                            "(it stalled); connection closed, will retry") from None
 
     def close(self) -> None:
         for obj in (self._sftp, self._ssh):
@@ -197,7 +247,8 @@ class SftpClient:
         while stack:
             d = stack.pop()
             try:
-                entries = sorted(self.sftp.listdir_attr(d), key=lambda a: a.filename)
+                with self._answer_within(f"listing {d}"):
+                    entries = sorted(self.sftp.listdir_attr(d), key=lambda a: a.filename)
             except FileNotFoundError:
                 if d == root:
                     raise SftpError(f"remote folder {root!r} does not exist") from None
@@ -215,11 +266,12 @@ class SftpClient:
 
     def read_bytes(self, path: str, limit: int = 1 << 22) -> bytes:
         """A small remote file's content (e.g. a TPP SRManifest.csv); refuses files over ``limit`` bytes."""
-        size = int(self.sftp.stat(path).st_size or 0)
-        if size > limit:
-            raise SftpError(f"{path}: {size} bytes, more than the {limit} expected")
-        with self.sftp.open(path, "rb") as fh:
-            return fh.read()
+        with self._answer_within(path):
+            size = int(self.sftp.stat(path).st_size or 0)
+            if size > limit:
+                raise SftpError(f"{path}: {size} bytes, more than the {limit} expected")
+            with self.sftp.open(path, "rb") as fh:
+                return fh.read()
 
     def download(self, remote: RemoteFile, dest: Path) -> Path:
         """Download atomically to ``dest`` (``dest.part`` first, size verified, then renamed).
@@ -233,7 +285,10 @@ class SftpClient:
             part.unlink()
             offset = 0
         t0 = time.monotonic()
-        with self.sftp.open(remote.path, "rb") as src, open(part, "ab") as out:
+        with self._answer_within(remote.name):
+            src = self.sftp.open(remote.path, "rb")
+        # a stalled read closes the connection inside, so closing the remote file does not wait too
+        with src, open(part, "ab") as out, self._answer_within(remote.name):
             if offset == 0:
                 src.prefetch(remote.size)
             else:
