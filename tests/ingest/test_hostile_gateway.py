@@ -236,3 +236,26 @@ def test_a_gateway_file_name_ending_in_a_newline_is_not_a_delivery_file(gateway,
     [res] = run_tpp(gateway.loader_url, feed)
     assert res.status == "loaded"
     assert tpp_count(loader, "srpatient", feed.id) == file_rows(beside / "SRPatient.csv")
+
+
+def test_names_that_are_not_utf8_never_block_the_feed(gateway, loader):
+    """A file or a folder whose name is not valid UTF-8 cannot be recorded in the ledger (nor shown
+    as it is): it is listed as such, never read; its batch is quarantined, the others load."""
+    ods = "Z93210"
+    world = gateway.world(ods)
+    odd_file, odd_folder, good = (gateway.publish(world, d) for d in range(3))
+    shutil.copyfile(odd_file / "SRRota.csv", os.fsdecode(os.fsencode(odd_file) + b"/SRRota\xff.csv"))
+    nested = Path(os.fsdecode(os.fsencode(gateway.root) + b"/group\xe9")) / odd_folder.name
+    nested.parent.mkdir()
+    odd_folder.rename(nested)
+    feed = gateway.feed("tpp_not_utf8", ods)
+    results = run_tpp(gateway.loader_url, feed)
+    assert len(results) == 2, results
+    assert isinstance(results[0], QuarantineError) and "SRRota\\xff.csv" in str(results[0])
+    assert "not valid UTF-8" in str(results[0])
+    assert results[1].status == "loaded"
+    assert [(k, s) for k, s, *_ in tpp_batches(loader, feed.id)] == [(odd_file.name, "quarantined"),
+                                                                      (good.name, "loaded")]
+    with FolderClient() as c:
+        found = Pipeline(feed, gateway.loader_url).discover(c)
+    assert found.foreign_files == [gateway.root.as_posix() + "/group\\xe9"]

@@ -483,10 +483,10 @@ class TppGateway(Adapter):
     def _read_manifest(client, names: dict[str, RemoteFile]) -> tuple[str | None, tpp.Manifest]:
         """The batch folder's manifest, or why the batch cannot be trusted as delivered: an entry that
         is not a regular file (a link, a FIFO: refused, never read), or a manifest that does not parse."""
-        special = [f"{n} is a {r.kind}" for n, r in sorted(names.items()) if r.kind != "file"]
+        special = [f"{n}: {r.kind}" for n, r in sorted(names.items()) if r.kind != "file"]
         if special:
-            return (f"{'; '.join(special)}, not a regular file: refused (the gateway must hold plain files, "
-                    "and nothing in it is read through a link)"), tpp.Manifest(())
+            return (f"{'; '.join(special)}; refused, not read (the gateway must hold regular files with UTF-8 "
+                    "names, and nothing in it is read through a link)"), tpp.Manifest(())
         try:
             return None, tpp.parse_manifest(client.read_bytes(names[tpp.MANIFEST].path))
         except (tpp.ManifestError, RefusedFileError) as err:

@@ -50,6 +50,19 @@ def _refused_folder(path: str, kind: str) -> RefusedFileError:
     return RefusedFileError(f"folder {path} is a {kind} now: refused ({_WHY})")
 
 
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")  # bytes that are not UTF-8 come from the file system as surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(path: str) -> str:
+    """A path as text that can be logged and recorded (bytes that are not UTF-8 as ``\\xNN``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 class FolderClient:
     """A gateway folder on this machine. Use as a context manager (nothing to open or close).
 
@@ -95,7 +108,13 @@ class FolderClient:
                     continue
                 name, st = item
                 p = posixpath.join(path, name)
-                if stat.S_ISDIR(st.st_mode):
+                if not _utf8(name):  # cannot be recorded or shown as it is: listed as such, never read
+                    what = "folder" if stat.S_ISDIR(st.st_mode) else "file"
+                    log.warning("%s: a %s whose name is not valid UTF-8; not read", shown(p), what)
+                    if special:
+                        yield RemoteFile(shown(p), int(st.st_size), int(st.st_mtime),
+                                         kind=f"{what} whose name is not valid UTF-8")
+                elif stat.S_ISDIR(st.st_mode):
                     child = self._subfolder(fd, name, p, depth=len(stack))
                     if child is not None:
                         stack.append((child, p, iter(self._entries(child, p))))
