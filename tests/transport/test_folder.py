@@ -73,3 +73,19 @@ def test_a_file_that_changed_since_it_was_listed_is_not_copied(gw, tmp_path):
             c.download(listed, tmp_path / "SRPatient.csv")
         again = RemoteFile(listed.path, os.stat(listed.path).st_size, 0)
         assert c.download(again, tmp_path / "SRPatient.csv").read_bytes() == open(listed.path, "rb").read()
+
+
+def test_a_folder_too_deep_is_listed_as_such_not_walked(gw, monkeypatch):
+    from im1.transport import folder
+
+    root, _ = gw
+    monkeypatch.setattr(folder, "MAX_DEPTH", 2)
+    deep = root / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    (deep / "SRPatient.csv").write_bytes(b"x")
+    (root / "a" / "b" / "SRCode.csv").write_bytes(b"y")
+    with FolderClient(root) as c:
+        every = {f.path: f.kind for f in c.walk(root, special=True)}
+    assert every[(root / "a" / "b" / "SRCode.csv").as_posix()] == "file"
+    assert every[deep.as_posix()] == "folder more than 2 levels deep"
+    assert (deep / "SRPatient.csv").as_posix() not in every

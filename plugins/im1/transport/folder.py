@@ -115,7 +115,12 @@ class FolderClient:
                         yield RemoteFile(shown(p), int(st.st_size), int(st.st_mtime),
                                          kind=f"{what} whose name is not valid UTF-8")
                 elif stat.S_ISDIR(st.st_mode):
-                    child = self._subfolder(fd, name, p, depth=len(stack))
+                    if len(stack) > MAX_DEPTH:
+                        log.warning("%s: more than %d folders deep in the gateway; not listed", p, MAX_DEPTH)
+                        if special:
+                            yield RemoteFile(p, 0, int(st.st_mtime), kind=f"folder more than {MAX_DEPTH} levels deep")
+                        continue
+                    child = self._subfolder(fd, name, p)
                     if child is not None:
                         stack.append((child, p, iter(self._entries(child, p))))
                 elif stat.S_ISREG(st.st_mode):
@@ -144,11 +149,8 @@ class FolderClient:
         return sorted(out, key=lambda x: x[0])
 
     @staticmethod
-    def _subfolder(fd: int, name: str, path: str, depth: int) -> int | None:
+    def _subfolder(fd: int, name: str, path: str) -> int | None:
         """The listed folder ``name`` opened below ``fd`` without following a link (None: skipped)."""
-        if depth > MAX_DEPTH:
-            log.warning("%s: more than %d folders deep in the gateway; not listed", path, MAX_DEPTH)
-            return None
         try:
             return os.open(name, _DIR, dir_fd=fd)
         except FileNotFoundError:
