@@ -189,6 +189,8 @@ class SftpClient:
         s = self.settings
         where = f"{s.host}:{s.port}"
         gave_up = threading.Event()
+        too_slow = (f"SFTP server {where} did not start the SFTP session within {s.timeout:.0f} s; gave up "
+                    "(will retry)")
 
         def give_up() -> None:
             gave_up.set()
@@ -204,11 +206,12 @@ class SftpClient:
             sftp = paramiko.SFTPClient(chan)  # the version exchange: bounded by the channel timeout
         except (paramiko.SSHException, EOFError, OSError) as err:
             if gave_up.is_set() or isinstance(err, TimeoutError):
-                raise SftpError(f"SFTP server {where} did not start the SFTP session within {s.timeout:.0f} s; "
-                                "gave up (will retry)") from None
+                raise SftpError(too_slow) from None
             raise SftpError(f"SFTP session with {where} could not be started: {err}") from err
         finally:
             timer.cancel()
+        if gave_up.is_set():  # the limit struck just as the session started: the connection is closed
+            raise SftpError(too_slow)
         chan.settimeout(s.session_timeout)
         return sftp
 
