@@ -108,28 +108,30 @@ class FolderClient:
                     continue
                 name, st = item
                 p = posixpath.join(path, name)
-                if not _utf8(name):  # cannot be recorded or shown as it is: listed as such, never read
-                    what = "folder" if stat.S_ISDIR(st.st_mode) else "file"
-                    log.warning("%s: a %s whose name is not valid UTF-8; not read", shown(p), what)
-                    if special:
-                        yield RemoteFile(shown(p), int(st.st_size), int(st.st_mtime),
-                                         kind=f"{what} whose name is not valid UTF-8")
-                elif stat.S_ISDIR(st.st_mode):
-                    if len(stack) > MAX_DEPTH:
-                        log.warning("%s: more than %d folders deep in the gateway; not listed", p, MAX_DEPTH)
-                        if special:
-                            yield RemoteFile(p, 0, int(st.st_mtime), kind=f"folder more than {MAX_DEPTH} levels deep")
-                        continue
+                if _utf8(name) and stat.S_ISDIR(st.st_mode) and len(stack) <= MAX_DEPTH:
                     child = self._subfolder(fd, name, p)
                     if child is not None:
                         stack.append((child, p, iter(self._entries(child, p))))
-                elif stat.S_ISREG(st.st_mode):
-                    yield RemoteFile(p, int(st.st_size), int(st.st_mtime))
-                elif special:
-                    yield RemoteFile(p, int(st.st_size), int(st.st_mtime), kind=kind_of(st.st_mode))
+                    continue
+                listed = self._listed(p, st)
+                if listed.kind == "file" or special:
+                    yield listed
         finally:
             for fd, _, _ in stack:
                 os.close(fd)
+
+    @staticmethod
+    def _listed(path: str, st: os.stat_result) -> RemoteFile:
+        """A listed entry that is not walked into: a regular file, or what else it is (never read)."""
+        if not _utf8(path):  # cannot be recorded or shown as it is
+            what = "folder" if stat.S_ISDIR(st.st_mode) else "file"
+            log.warning("%s: a %s whose name is not valid UTF-8; not read", shown(path), what)
+            return RemoteFile(shown(path), int(st.st_size), int(st.st_mtime), kind=f"{what} whose name is not "
+                              "valid UTF-8")
+        if stat.S_ISDIR(st.st_mode):
+            log.warning("%s: more than %d folders deep in the gateway; not listed", path, MAX_DEPTH)
+            return RemoteFile(path, 0, int(st.st_mtime), kind=f"folder more than {MAX_DEPTH} levels deep")
+        return RemoteFile(path, int(st.st_size), int(st.st_mtime), kind=kind_of(st.st_mode))
 
     @staticmethod
     def _entries(fd: int, path: str) -> list[tuple[str, os.stat_result]]:

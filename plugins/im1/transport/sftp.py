@@ -243,8 +243,9 @@ class SftpClient:
         return self._sftp
 
     def walk(self, root: str, *, special: bool = False) -> Iterator[RemoteFile]:
-        """Every regular file under ``root``, recursively, in sorted order (a link to a folder is not
-        walked into). With ``special``, entries that are neither files nor folders (links, FIFOs, ...)
+        """Every regular file under ``root``, recursively, in sorted order (a link the server lists as
+        a link, as OpenSSH does, is not walked into). With ``special``, entries that are neither files
+        nor folders (links, FIFOs, ...)
         are listed too, with their ``kind``, so that a caller can refuse them by name."""
         stack = [root]
         while stack:
