@@ -3,7 +3,8 @@
 It plays the supplier: it serves a folder tree over SFTP on loopback, authenticates clients by
 public key only, presents a fixed host key that clients pin, and never lets a client out of its
 root. For reliability tests it can misbehave on request (:class:`Faults`): drop the connection
-part-way through a download, or stall a listing.
+part-way through a download, stall a listing, or stop answering (reads of a file from some byte
+on, or the start of the SFTP session) while keeping the connection up.
 
 Run it from the command line with ``im1 sftp-server`` or in-process with :class:`SftpServer`.
 """
@@ -35,6 +36,12 @@ class Faults:
     drop_after_bytes: dict[str, int] = field(default_factory=dict)
     # seconds to stall each directory listing
     listing_delay: float = 0.0
+    # file name -> byte offset from which the server stops answering reads (the connection stays up)
+    stall_after_bytes: dict[str, int] = field(default_factory=dict)
+    # the server accepts the login and the session channel, then never answers the SFTP subsystem request
+    stall_sftp_start: bool = False
+    # set when the server stops: a stalled request then returns
+    released: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # file name -> the offset of the first read of each opening of the file (a download that
     # resumes after a drop starts past 0; one that restarts starts at 0 again)
@@ -45,10 +52,26 @@ class Faults:
             self.first_reads.setdefault(name, []).append(offset)
 
     def take_drop(self, name: str, offset: int) -> bool:
+        return self._take(self.drop_after_bytes, name, offset)
+
+    def take_stall(self, name: str, offset: int) -> bool:
+        return self._take(self.stall_after_bytes, name, offset)
+
+    def take_sftp_stall(self) -> bool:
         with self.lock:
-            limit = self.drop_after_bytes.get(name)
+            stall, self.stall_sftp_start = self.stall_sftp_start, False
+        return stall
+
+    def stall(self, what: str) -> None:
+        """Answer nothing until the server stops (as a hung supplier server would)."""
+        log.warning("fault injection: stalling %s", what)
+        self.released.wait()
+
+    def _take(self, faults: dict[str, int], name: str, offset: int) -> bool:
+        with self.lock:
+            limit = faults.get(name)
             if limit is not None and offset >= limit:
-                del self.drop_after_bytes[name]
+                del faults[name]
                 return True
         return False
 
@@ -87,9 +110,10 @@ def generate_ed25519(path: Path) -> paramiko.PKey:
 
 
 class _Auth(paramiko.ServerInterface):
-    def __init__(self, username: str, authorized: list[paramiko.PKey]):
+    def __init__(self, username: str, authorized: list[paramiko.PKey], faults: Faults | None = None):
         self.username = username
         self.authorized = {(k.get_name(), k.get_base64()) for k in authorized}
+        self.faults = faults or Faults()
 
     def get_allowed_auths(self, username):
         return "publickey"
@@ -104,6 +128,12 @@ class _Auth(paramiko.ServerInterface):
 
     def check_channel_request(self, kind, chanid):
         return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_subsystem_request(self, channel, name):
+        if self.faults.take_sftp_stall():
+            self.faults.stall(f"the {name} subsystem request")
+            return False
+        return super().check_channel_subsystem_request(channel, name)
 
 
 def _drain(sock, timeout: float = 30.0) -> None:
@@ -141,6 +171,9 @@ class _Handle(SFTPHandle):
         return SFTPAttributes.from_stat(os.fstat(self.readfile.fileno()))
 
     def read(self, offset, length):
+        if self._server.faults.take_stall(self._path.name, offset + length):
+            self._server.faults.stall(f"reads of {self._path.name} from byte {offset}")
+            return SFTP_FAILURE
         if self._server.faults.take_drop(self._path.name, offset + length):
             # like a network drop: what was already sent arrives, then the connection dies
             log.warning("fault injection: dropping connection while serving %s at %d", self._path.name, offset)
@@ -286,6 +319,7 @@ class SftpServer:
 
     def stop(self) -> None:
         self._stop.set()
+        self.faults.released.set()
         for t in list(self._transports):
             t.close()
         if self._thread:
@@ -321,7 +355,7 @@ class SftpServer:
 
         transport.set_subsystem_handler("sftp", _Sub, _make_sftp_interface(self))
         try:
-            transport.start_server(server=_Auth(self.username, self.authorized_keys))
+            transport.start_server(server=_Auth(self.username, self.authorized_keys, self.faults))
             while transport.is_active() and not self._stop.is_set():
                 time.sleep(0.1)
         except (paramiko.SSHException, EOFError, OSError) as err:

@@ -50,7 +50,7 @@ def test_dropped_connection_resumes_from_the_partial_file(sftp_server, sftp_sett
     sftp_server.faults.drop_after_bytes["big.csv.gpg"] = 2_000_000
     dest = tmp_path / "big.csv.gpg"
     remote = RemoteFile("/feed/big.csv.gpg", len(data), 0)
-    with pytest.raises(Exception) as dropped:  # noqa: B017 - the connection drops mid-download
+    with pytest.raises(Exception) as dropped:
         with SftpClient(sftp_settings) as c:
             c.download(remote, dest)
     part = tmp_path / "big.csv.gpg.part"
@@ -98,3 +98,31 @@ def test_a_slow_reader_keeps_what_arrived_before_the_drop(sftp_server, sftp_sett
             c.download(remote, dest)
     part = tmp_path / "slow.csv.gpg.part"
     assert 1_000_000 <= part.stat().st_size < len(data)
+
+
+@pytest.mark.timeout(90)  # before the fix, the client waited for ever for the SFTP session to start
+def test_a_server_that_never_starts_the_sftp_session_is_given_up_on(sftp_server, sftp_settings):
+    sftp_server.faults.stall_sftp_start = True
+    with pytest.raises(SftpError, match="did not start the SFTP session"):
+        SftpClient(dataclasses.replace(sftp_settings, timeout=2)).connect()
+    assert not sftp_server.faults.stall_sftp_start  # the fault fired
+    with SftpClient(sftp_settings) as c:
+        assert list(c.walk("/")) == []
+
+
+@pytest.mark.timeout(90)
+def test_a_stalled_read_is_given_up_on_and_the_next_attempt_resumes(sftp_server, sftp_settings, tmp_path):
+    data = os.urandom(3_000_000)
+    _put(sftp_server, "feed/stall.csv.gpg", data)
+    sftp_server.faults.stall_after_bytes["stall.csv.gpg"] = 1_000_000
+    dest = tmp_path / "stall.csv.gpg"
+    remote = RemoteFile("/feed/stall.csv.gpg", len(data), 0)
+    with SftpClient(dataclasses.replace(sftp_settings, session_timeout=5)) as c:
+        with pytest.raises(SftpError, match=r"stall\.csv\.gpg: no answer from the SFTP server for 5 s"):
+            c.download(remote, dest)
+    kept = (tmp_path / "stall.csv.gpg.part").stat().st_size
+    assert not dest.exists() and 0 < kept < len(data)
+    with SftpClient(sftp_settings) as c:
+        c.download(remote, dest)
+    assert dest.read_bytes() == data
+    assert sftp_server.faults.first_reads["stall.csv.gpg"][-1] == kept  # resumed, not restarted

@@ -87,7 +87,10 @@ class Adapter:
         """Mark re-deliveries among the ready batches (kinds that can tell)."""
 
     def archive_folder(self, batch_key: str) -> str:
-        return batch_key.replace("@", "_")
+        """The batch's folder in the archive: one name per batch key, bounded (:func:`paths.local_name`).
+        EMIS keys (``<batch>@<yyyyMMddHHmmss>``) stay readable with ``_`` for ``@`` (their grammar
+        keeps that one-to-one)."""
+        return paths.local_name(batch_key.replace("@", "_"))
 
     def is_reference(self, table: str) -> bool:
         """Reference data (lookups) the supplier sends again unchanged: no evidence that a batch
@@ -383,7 +386,8 @@ class EmisMultiOrganisation(EmisOrganisation):
 class TppGateway(Adapter):
     """TPP SystmOne: batch folders of Windows-1252 CSV files plus ``SRManifest.csv`` (written last)
     in a gateway folder, local or on an SFTP site. A batch's ledger key is its folder under the
-    gateway, its extract time the manifest's ``DateExtractTo``; it is complete when the manifest
+    gateway (:func:`paths.bounded_key`: a very long path gets a prefix and a hash), its extract
+    time the manifest's ``DateExtractTo``; it is complete when the manifest
     and every file it names are there. A second folder with the extract time of a loaded batch is
     a re-delivery, held as a duplicate."""
 
@@ -449,14 +453,15 @@ class TppGateway(Adapter):
         held (quarantined when fetched) and one still missing files waits, never the whole feed."""
         root = self.gateway_root().rstrip("/") or "/"
         folders: dict[str, list[RemoteFile]] = {}
-        for r in client.walk(root):
+        for r in client.walk(root, special=True):  # links and FIFOs too: refused by name below
             folders.setdefault(posixpath.dirname(r.path), []).append(r)
         foreign: list[str] = []
         out: list[PlannedBatch | Incomplete] = []
         for folder, items in sorted(folders.items()):
-            key = posixpath.relpath(folder, root)
+            rel = posixpath.relpath(folder, root)
+            key = paths.bounded_key(rel)  # the folder's path under the gateway, bounded
             names = {posixpath.basename(r.path): r for r in items}
-            if key == "." or not any(tpp.FILE.match(n) for n in names):
+            if rel == "." or not any(tpp.FILE.match(n) for n in names):
                 foreign += [r.path for r in items]
                 continue
             out.append(self._plan_folder(client, folder, key, names, items))
@@ -467,7 +472,7 @@ class TppGateway(Adapter):
         if tpp.MANIFEST not in names:
             return Incomplete(key, self._folder_ts(folder, items).isoformat(), [tpp.MANIFEST],
                               f"{tpp.MANIFEST} (the folder is still being written: TPP writes the manifest last)")
-        manifest, error = self._read_manifest(client, names[tpp.MANIFEST])
+        manifest, error = self._read_manifest(client, names)
         if manifest is None and error is None:
             return Incomplete(key, self._folder_ts(folder, items).isoformat(), [tpp.MANIFEST],
                               f"{tpp.MANIFEST} (it went away while being read: the folder is being rewritten)")
@@ -483,10 +488,11 @@ class TppGateway(Adapter):
         if missing and not error:
             return Incomplete(key, ts.isoformat(), missing, f"file(s) {', '.join(missing)} named in {tpp.MANIFEST}")
         if error:
-            m = names[tpp.MANIFEST]
-            files = [PlannedFile(tpp.MANIFEST_TABLE, m.name, m.path, m.size, None, load=False, note="the manifest")]
-            files += [PlannedFile(tpp.table_of(n), n, r.path, r.size, None, load=False, note="not loaded")
-                      for n, r in sorted(names.items()) if n != tpp.MANIFEST]
+            # archived as delivered (its regular files only), then quarantined
+            files = [PlannedFile(tpp.MANIFEST_TABLE, n, r.path, r.size, None, load=False, note="the manifest")
+                     if n == tpp.MANIFEST else
+                     PlannedFile(tpp.table_of(n), n, r.path, r.size, None, load=False, note="not loaded")
+                     for n, r in sorted(names.items()) if r.kind == "file"]
             unknown, extra = [], []
         else:
             files, unknown, extra = self._plan_files(manifest, names)
@@ -499,9 +505,15 @@ class TppGateway(Adapter):
                     "(archived, not loaded)", unknown)])
 
     @staticmethod
-    def _read_manifest(client, m: RemoteFile) -> tuple[tpp.Manifest | None, str | None]:
-        """The folder's manifest, or why it cannot be used (the batch is then held, alone); (None,
-        None) when it went away between the listing and the read."""
+    def _read_manifest(client, names: dict[str, RemoteFile]) -> tuple[tpp.Manifest | None, str | None]:
+        """The folder's manifest, or why it cannot be used (the batch is then held, alone): an entry
+        that is not a regular file (a link, a FIFO: refused, never read), a manifest too large, not
+        readable or not parseable; (None, None) when it went away between the listing and the read."""
+        special = [f"{n}: {r.kind}" for n, r in sorted(names.items()) if r.kind != "file"]
+        if special:
+            return None, (f"{'; '.join(special)}; refused, not read (the gateway must hold regular files with "
+                          "UTF-8 names, and nothing in it is read through a link)")
+        m = names[tpp.MANIFEST]
         if m.size > MANIFEST_LIMIT:
             return None, (f"{tpp.MANIFEST} is {m.size} bytes, more than the {MANIFEST_LIMIT} a manifest may have "
                           "(a few hundred bytes a file): not read; ask TPP to re-send the batch, then release it")
@@ -531,7 +543,9 @@ class TppGateway(Adapter):
                 first[b.extract_ts] = b.batch_key
 
     def archive_folder(self, batch_key: str) -> str:
-        return batch_key.replace("/", "__")
+        # a nested folder's key holds "/": local_name makes it one bounded name, distinct from a
+        # folder whose own name holds "__"
+        return paths.local_name(batch_key)
 
     def hold_reason(self, batch, released):
         if batch.error:

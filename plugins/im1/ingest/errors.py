@@ -8,6 +8,7 @@ import psycopg
 
 from im1.crypto import DecryptError
 from im1.ingest.load import FileFormatError, HeaderError
+from im1.transport.sftp import RefusedFileError
 
 
 class QuarantineError(RuntimeError):
@@ -17,7 +18,8 @@ class QuarantineError(RuntimeError):
 # failures that mean "this delivery is bad as delivered": quarantine, do not retry. A crypto.LocalFault
 # (this machine, or our configuration such as a wrong passphrase for the feed's key) is not one: the
 # load fails and is retried.
-QUARANTINE_ERRORS = (DecryptError, HeaderError, FileFormatError, QuarantineError, psycopg.errors.DataError)
+QUARANTINE_ERRORS = (DecryptError, HeaderError, FileFormatError, QuarantineError, psycopg.errors.DataError,
+                     RefusedFileError)
 
 _COPY_LINE = re.compile(r"\bline (\d+)")
 

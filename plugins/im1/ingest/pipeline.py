@@ -261,7 +261,9 @@ class Pipeline:
         A file already archived for this batch with the same size and checksum is not downloaded
         again, unless the batch was released (the supplier may have re-delivered it under the same
         name). A batch the adapter holds (an untrustworthy manifest, a re-delivery) is quarantined
-        here, after archiving it.
+        here, after archiving it; so is a batch with a file the transport refuses (a link, a FIFO:
+        no retry can fix it), and the run goes on with the other batches. Local names are bounded
+        (:func:`paths.local_name`): the supplier chooses the names.
         """
         dest_dir = paths.private_dir(paths.private_dir(self.archive) / self.adapter.archive_folder(batch.batch_key))
         with psycopg.connect(self.conninfo) as conn:
@@ -280,8 +282,9 @@ class Pipeline:
                                      batch_id=any_id, level="warning")
             conn.commit()
             out: list[FetchedFile] = []
+            refused = None  # why a file of this delivery cannot be fetched as it is (no retry can fix it)
             for pf in batch.files:
-                dest = dest_dir / pf.name
+                dest = dest_dir / paths.local_name(pf.name)  # bounded: the name is the supplier's
                 known = ledger.file_checksum(conn, any_id, pf.name)
                 if (not released and known and dest.exists() and dest.stat().st_size == pf.size == known[1]
                         and sha256_of(dest) == known[0]):
@@ -291,6 +294,10 @@ class Pipeline:
                 else:
                     try:
                         client.download(RemoteFile(pf.remote_path, pf.size, 0), dest)
+                    except QUARANTINE_ERRORS as err:
+                        # this batch only: it is quarantined below, the other batches are fetched
+                        refused = f"fetch refused: {err}"
+                        break
                     except Exception as err:
                         ledger.log_event(conn, f"fetch of {pf.remote_path} failed: {type(err).__name__}: {err} "
                                          "(the next attempt resumes the partial download)",
@@ -310,7 +317,7 @@ class Pipeline:
                             not_loaded=None if pf.load else (pf.note or "not loaded"))
                 out.append(FetchedFile(table=pf.table, name=pf.name, archive_path=str(dest), sha256=digest,
                                        remote_path=pf.remote_path, is_delta=pf.is_delta, load=pf.load))
-            reason = self.adapter.hold_reason(batch, released)
+            reason = refused or self.adapter.hold_reason(batch, released)
             for bid in batch_ids.values():
                 if ledger.get_batch(conn, bid).final:
                     continue

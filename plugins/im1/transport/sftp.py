@@ -5,14 +5,20 @@ atomic and resumable downloads.
   (:class:`HostKeyError`), never accepted on first use.
 * A download goes to ``<name>.part``, is checked against the remote size and only then renamed.
   If the connection drops, the next attempt resumes from the bytes already on disk.
+* Nothing waits for ever on a stalled server: the TCP connect, the SSH banner, the key exchange,
+  the authentication, opening the channel and starting the SFTP session are each bounded by
+  ``timeout``; every request after that (listing, opening, each read) by ``session_timeout``. A
+  stall closes the connection and raises :class:`SftpError` (the next attempt resumes).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import posixpath
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +45,11 @@ class DownloadSizeError(SftpError):
     pass
 
 
+class RefusedFileError(SftpError):
+    """A file the transport will not read as delivered: not a regular file (a FIFO, a device, a
+    socket) or reached through a symbolic link. No retry can fix it: its batch is quarantined."""
+
+
 @dataclass(frozen=True)
 class SftpSettings:
     host: str
@@ -57,10 +68,21 @@ class RemoteFile:
     path: str
     size: int
     mtime: int
+    kind: str = "file"  # "file" (regular); listed only when asked for: "symbolic link", "FIFO", ...
 
     @property
     def name(self) -> str:
         return posixpath.basename(self.path)
+
+
+def kind_of(mode: int) -> str:
+    """What a directory entry is, in an operator's words ("file" for a regular file)."""
+    for test, kind in ((stat.S_ISREG, "file"), (stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def _pinned_keys(text: str) -> list[paramiko.PKey]:
@@ -136,6 +158,7 @@ class SftpClient:
                 timeout=s.timeout,
                 banner_timeout=s.timeout,
                 auth_timeout=s.timeout,
+                channel_timeout=s.timeout,
             )
         except paramiko.BadHostKeyException as err:
             ssh.close()
@@ -154,8 +177,54 @@ class SftpClient:
         except OSError as err:
             raise SftpError(f"cannot reach SFTP server {s.host}:{s.port}: {err}") from err
         self._ssh = ssh
-        self._sftp = ssh.open_sftp()
-        self._sftp.get_channel().settimeout(s.session_timeout)
+        try:
+            self._sftp = self._open_sftp(ssh.get_transport())
+        except Exception:
+            self.close()
+            raise
+
+    def _open_sftp(self, transport: paramiko.Transport) -> paramiko.SFTPClient:
+        """The SFTP session on a new channel, every step bounded (paramiko's ``open_sftp`` waits for
+        the answer to the subsystem request and for the server's SFTP version without a limit)."""
+        s = self.settings
+        where = f"{s.host}:{s.port}"
+        gave_up = threading.Event()
+        too_slow = (f"SFTP server {where} did not start the SFTP session within {s.timeout:.0f} s; gave up "
+                    "(will retry)")
+
+        def give_up() -> None:
+            gave_up.set()
+            transport.close()  # ends paramiko's wait for the subsystem answer with an error
+
+        timer = threading.Timer(s.timeout, give_up)
+        timer.daemon = True
+        timer.start()
+        try:
+            chan = transport.open_session(timeout=s.timeout)
+            chan.settimeout(s.timeout)
+            chan.invoke_subsystem("sftp")
+            sftp = paramiko.SFTPClient(chan)  # the version exchange: bounded by the channel timeout
+        except (paramiko.SSHException, EOFError, OSError) as err:
+            if gave_up.is_set() or isinstance(err, TimeoutError):
+                raise SftpError(too_slow) from None
+            raise SftpError(f"SFTP session with {where} could not be started: {err}") from err
+        finally:
+            timer.cancel()
+        if gave_up.is_set():  # the limit struck just as the session started: the connection is closed
+            raise SftpError(too_slow)
+        chan.settimeout(s.session_timeout)
+        return sftp
+
+    @contextlib.contextmanager
+    def _answer_within(self, what: str) -> Iterator[None]:
+        """A request the server does not answer within ``session_timeout`` closes the connection
+        (so that nothing else waits on it) and raises SftpError."""
+        try:
+            yield
+        except TimeoutError:
+            self.close()
+            raise SftpError(f"{what}: no answer from the SFTP server for {self.settings.session_timeout:.0f} s "
+                            "(it stalled); connection closed, will retry") from None
 
     def close(self) -> None:
         for obj in (self._sftp, self._ssh):
@@ -173,13 +242,17 @@ class SftpClient:
             raise SftpError("not connected")
         return self._sftp
 
-    def walk(self, root: str) -> Iterator[RemoteFile]:
-        """Every regular file under ``root``, recursively, in sorted order."""
+    def walk(self, root: str, *, special: bool = False) -> Iterator[RemoteFile]:
+        """Every regular file under ``root``, recursively, in sorted order (a link the server lists as
+        a link, as OpenSSH does, is not walked into). With ``special``, entries that are neither files
+        nor folders (links, FIFOs, ...)
+        are listed too, with their ``kind``, so that a caller can refuse them by name."""
         stack = [root]
         while stack:
             d = stack.pop()
             try:
-                entries = sorted(self.sftp.listdir_attr(d), key=lambda a: a.filename)
+                with self._answer_within(f"listing {d}"):
+                    entries = sorted(self.sftp.listdir_attr(d), key=lambda a: a.filename)
             except FileNotFoundError:
                 if d == root:
                     raise SftpError(f"remote folder {root!r} does not exist") from None
@@ -191,15 +264,18 @@ class SftpClient:
                     subdirs.append(p)
                 elif stat.S_ISREG(a.st_mode or 0):
                     yield RemoteFile(p, int(a.st_size or 0), int(a.st_mtime or 0))
+                elif special:
+                    yield RemoteFile(p, int(a.st_size or 0), int(a.st_mtime or 0), kind=kind_of(a.st_mode or 0))
             stack.extend(reversed(subdirs))
 
     def read_bytes(self, path: str, limit: int = 1 << 22) -> bytes:
         """A small remote file's content (e.g. a TPP SRManifest.csv); refuses files over ``limit`` bytes."""
-        size = int(self.sftp.stat(path).st_size or 0)
-        if size > limit:
-            raise SftpError(f"{path}: {size} bytes, more than the {limit} expected")
-        with self.sftp.open(path, "rb") as fh:
-            return fh.read()
+        with self._answer_within(path):
+            size = int(self.sftp.stat(path).st_size or 0)
+            if size > limit:
+                raise SftpError(f"{path}: {size} bytes, more than the {limit} expected")
+            with self.sftp.open(path, "rb") as fh:
+                return fh.read()
 
     def download(self, remote: RemoteFile, dest: Path) -> Path:
         """Download atomically to ``dest`` (``dest.part`` first, size verified, then renamed).
@@ -213,7 +289,10 @@ class SftpClient:
             part.unlink()
             offset = 0
         t0 = time.monotonic()
-        with self.sftp.open(remote.path, "rb") as src, open(part, "ab") as out:
+        with self._answer_within(remote.name):
+            src = self.sftp.open(remote.path, "rb")
+        # a stalled read closes the connection inside, so closing the remote file does not wait too
+        with src, open(part, "ab") as out, self._answer_within(remote.name):
             if offset == 0:
                 src.prefetch(remote.size)
             else:
