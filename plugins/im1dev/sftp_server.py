@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,10 @@ class Faults:
 
     # file name -> byte offset after which the connection is dropped mid-download
     drop_after_bytes: dict[str, int] = field(default_factory=dict)
+    # how many bytes of a file the client has kept (e.g. the size of its ``.part``): when set, a drop
+    # waits (up to 30 s) until the client has kept some, so "dropped part-way" does not depend on how
+    # fast a busy client reads what was already sent
+    client_kept: Callable[[str], int] | None = None
     # seconds to stall each directory listing
     listing_delay: float = 0.0
     # file name -> byte offset from which the server stops answering reads (the connection stays up)
@@ -50,6 +55,17 @@ class Faults:
     def opened_at(self, name: str, offset: int) -> None:
         with self.lock:
             self.first_reads.setdefault(name, []).append(offset)
+
+    def wait_until_kept(self, name: str, timeout: float = 30.0) -> None:
+        """Before a drop: wait until the client has kept some of ``name`` (see ``client_kept``)."""
+        if self.client_kept is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.client_kept(name) > 0:
+                return
+            time.sleep(0.02)
+        log.warning("fault injection: the client kept nothing of %s in %.0f s; dropping anyway", name, timeout)
 
     def take_drop(self, name: str, offset: int) -> bool:
         return self._take(self.drop_after_bytes, name, offset)
@@ -177,6 +193,7 @@ class _Handle(SFTPHandle):
         if self._server.faults.take_drop(self._path.name, offset + length):
             # like a network drop: what was already sent arrives, then the connection dies
             log.warning("fault injection: dropping connection while serving %s at %d", self._path.name, offset)
+            self._server.faults.wait_until_kept(self._path.name)
             _drain(self._transport.sock)
             self._transport.close()
             return SFTP_FAILURE

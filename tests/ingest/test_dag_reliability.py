@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pendulum
 import pytest
 
+from im1 import paths
 from im1dev.synth import faults
 from tests.ingest.conftest import START, batches, events, ingest_dag, raw_count
 
@@ -103,6 +104,8 @@ def test_connection_dropped_mid_download_is_retried_and_resumes(site, loader, al
     size = big.stat().st_size
     assert size > 600_000  # several of the client's 256 KiB reads
     site.server.faults.drop_after_bytes[big.name] = 400_000
+    archive = paths.state_dir() / "archive" / "emis_dropped"
+    site.server.faults.client_kept = lambda name: sum(p.stat().st_size for p in archive.rglob(f"{name}.part"))
     feed = site.feed("emis_dropped", [ODS], retries=2)
     dag = ingest_dag(feed.id)
     run = dag.test(logical_date=LOGICAL)
