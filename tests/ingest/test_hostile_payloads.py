@@ -147,3 +147,21 @@ def test_a_header_no_retry_can_load_is_quarantined_at_once(site, loader, name, e
     site.publish(world, 1)
     [ok] = run_core(site, feed)
     assert ok.status == "loaded" and raw_count(loader, "admin_patient", feed.id) > 0
+
+
+def test_a_file_without_its_header_row_is_quarantined_without_showing_the_line(site, loader):
+    # the first line is then a patient's record: its values must not become column names or be shown
+    world = site.world([ODS])
+    folder = site.publish(world, 0)
+    fault = faults.drop_header(folder, "Admin_Patient", site.keys)
+    first = [v for v in fault.extra["first_line"] if len(v) > 3]  # a GUID, a date of birth, ...
+    feed = site.feed("emis_headless", [ODS])
+    [err] = run_core(site, feed)
+    assert isinstance(err, QuarantineError)
+    [(org, key, status, rows, late, reason)] = batches(loader, feed.id)
+    assert status == "quarantined" and ("header row is missing" in reason or "missing from the header" in reason), reason
+    shown = reason + " ".join(events(loader, feed.id))
+    assert first and not [v for v in first if v in shown]
+    columns = {r[0] for r in loader.execute(
+        "select column_name from information_schema.columns where table_name = 'admin_patient'")}
+    assert not [v for v in first if v.lower() in columns]

@@ -133,3 +133,15 @@ def test_load_seq_follows_commit_order_per_table(warehouse, tmp_path):
     finally:
         first.close()
         second.close()
+
+
+def test_a_first_line_sharing_no_name_with_the_table_is_not_taken_as_its_header():
+    from im1.ingest.load import HeaderError, check_header
+
+    record = ["{0B1C2D3E-4F50-4617-8899-AABBCCDDEEF1}", "1990-02-01", "Smith"]
+    with pytest.raises(HeaderError, match="header row is missing") as err:
+        check_header("Admin_Patient", record, ["patientguid", "dateofbirth", "surname", "_batch_id"], "f.csv")
+    assert not [v for v in record if v in str(err.value)]
+    # a real header with one new column is a header (the new column is kept)
+    assert check_header("Admin_Patient", ["PatientGuid", "NewColumn"], ["patientguid", "_batch_id"], "f.csv") == [
+        "NewColumn"]

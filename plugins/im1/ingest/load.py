@@ -156,6 +156,7 @@ def check_header(table: str, header: list[str], known_columns: list[str], file_n
     A header no retry could ever load raises :class:`HeaderError` (the batch is quarantined at once),
     naming the problem and the column's position, never a name that could be data."""
     _check_names(header, file_name)
+    _check_is_header(table, header, known_columns, file_name)
     raw = [specs.raw_column_name(h) for h in header]
     dupes = sorted({h for h in raw if raw.count(h) > 1})
     if dupes:
@@ -174,6 +175,17 @@ def _check_names(header: list[str], file_name: str) -> None:
     if empty:
         raise HeaderError(f"{file_name}: header column(s) {', '.join(empty)} (of {len(header)}) ha{'s' if len(empty) == 1 else 've'} "
                           "no name (an empty name, e.g. a trailing comma): a column without a name cannot be loaded")
+
+
+def _check_is_header(table: str, header: list[str], known_columns: list[str], file_name: str) -> None:
+    """A first line that shares no name with the table's columns is not this table's header: the
+    header row is missing (the line is data) or the file is another table's. Never shown: it may be
+    a patient's record, and its values must not become column names either."""
+    known = {specs.raw_column_name(c) for c in known_columns} - set(META_NAMES)
+    if known and not any(specs.raw_column_name(h) in known for h in header):
+        raise HeaderError(f"{file_name}: none of the {len(header)} fields of the first line is a column of {table}: "
+                          "the header row is missing, or the file is another table's; nothing was loaded (the "
+                          "line is not shown: it may be data)")
 
 
 def _check_truncation(header: list[str], file_name: str) -> None:

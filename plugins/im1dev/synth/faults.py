@@ -161,6 +161,20 @@ def edit_header(folder: Path, table: str, keys: KeyPair, edit: Callable[[bytes],
     return Fault("header", [p], f"{p.name}: header {what}", {"what": what})
 
 
+def drop_header(folder: Path, table: str, keys: KeyPair) -> Fault:
+    """Deliver the table without its header row: the first line is then a record."""
+    first: list[str] = []
+
+    def headless(data: bytes) -> bytes:
+        rows = data.partition(b"\r\n")[2]
+        first.extend(next(csv.reader(io.StringIO(rows.decode("utf-8"), newline=""))))
+        return rows
+
+    p = _rewrite(folder, table, keys, headless)
+    # the fields of the record that now stands where the header was (a test checks none is shown)
+    return Fault("header", [p], f"{p.name}: no header row", {"what": "missing", "first_line": first})
+
+
 def duplicate_delivery(folder: Path, *, into: str | None = None) -> Fault:
     """Deliver the same batch again, in another date folder next to it (a supplier re-send)."""
     target = folder.parent / (into or f"{folder.name}_resend")
