@@ -71,7 +71,7 @@ class Site:
              **extra) -> Feed:
         """Write a feeds file for this site (and its Airflow connections) and return the feed."""
         org_yaml = ", ".join(f'{{ods_code: {o}, supplier_org_id: "{guid(int(o[1:]))}"}}' for o in orgs)
-        more = "".join(f"\n    {k}: {v}" for k, v in extra.items())
+        more = "".join(f"    {k}: {v}\n" for k, v in extra.items())  # keys of the feed (4 spaces in)
         text = textwrap.dedent(f"""
             version: 1
             feeds:
@@ -86,7 +86,7 @@ class Site:
                 retries: {retries}
                 retry_delay_minutes: 0.005
                 max_retry_delay_minutes: 0.01
-        """) + textwrap.indent(more.strip("\n"), "    ") + "\n"
+        """) + more
         path = self.tmp / f"feeds_{feed_id}.yaml"
         path.write_text(text)
         self.monkeypatch.setenv("IM1_FEEDS_FILE", str(path))
@@ -229,7 +229,7 @@ class Gateway:
     def feed(self, feed_id: str, ods: str, *, transport: str | None = None, retries: int = 0, **extra) -> Feed:
         """Write a feeds file with one TPP feed reading this gateway and return the feed."""
         transport = transport or f"{{kind: folder, path: {self.root}}}"
-        more = "".join(f"\n    {k}: {v}" for k, v in extra.items())
+        more = "".join(f"    {k}: {v}\n" for k, v in extra.items())  # keys of the feed (4 spaces in)
         text = textwrap.dedent(f"""
             version: 1
             feeds:
@@ -240,7 +240,7 @@ class Gateway:
                 retries: {retries}
                 retry_delay_minutes: 0.005
                 max_retry_delay_minutes: 0.01
-        """) + textwrap.indent(more.strip("\n"), "    ") + "\n"
+        """) + more
         path = self.tmp / f"feeds_{feed_id}.yaml"
         path.write_text(text)
         self.monkeypatch.setenv("IM1_FEEDS_FILE", str(path))
