@@ -5,13 +5,13 @@
 
 {#- Each EMIS appointment session's clinician and HCP type (int_appointments, via its session_id). -#}
 {% macro im1_lookup_session_clinicians() -%}
-    select supplier, practice_code, session_id, json_build_array(practitioner_id, hcp_type)::text as value
+    select supplier, practice_code, session_id, json_build_array(practitioner_id, hcp_type, hcp_role)::text as value
     from {{ ref('int_appointment_sessions') }}
 {%- endmacro %}
 
 {#- Each SystmOne staff profile's HCP type (int_appointments, via its practitioner_id). -#}
 {% macro im1_lookup_tpp_practitioners() -%}
-    select supplier, practice_code, practitioner_id, hcp_type as value
+    select supplier, practice_code, practitioner_id, json_build_array(hcp_type, hcp_role)::text as value
     from {{ ref('int_practitioners') }}
     where supplier = 'tpp'
 {%- endmacro %}
@@ -41,4 +41,13 @@
     from {{ ref('stg_tpp__gms_organisations') }}
     where organisation <> practice_code
     group by practice_code, id_patient
+{%- endmacro %}
+
+{#- Each SystmOne appointment's flags (its appointment method is one of them: int_appointments'
+    mode), matched on (supplier, practice_code, appointment_id) of the model. -#}
+{% macro im1_lookup_tpp_appointment_flags() -%}
+    select 'tpp' as supplier, practice_code, cast(id_appointment as text) as appointment_id,
+           string_agg(flag, ',' order by flag) as value
+    from {{ ref('stg_tpp__srappointmentflags') }}
+    group by practice_code, id_appointment
 {%- endmacro %}

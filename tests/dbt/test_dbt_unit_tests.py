@@ -21,3 +21,5 @@ def test_dbt_unit_tests_pass(scratch, tmp_path):
     casebook = {n for n in units if n.startswith("casebook_")}
     assert {"casebook_population_population", "casebook_dm_registers", "casebook_dm_indicators",
             "casebook_hyp_indicators", "casebook_ast_registers", "casebook_dep_registers"} <= casebook
+    # the GPAD casebook, compiled: every slot through EMIS and SystmOne, the not-counted slots, the roles
+    assert {"casebook_gpad_appointments", "casebook_gpad_not_counted", "casebook_gpad_roles"} <= casebook

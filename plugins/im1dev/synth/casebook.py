@@ -502,16 +502,232 @@ def unit_tests_yaml() -> str:
     return header + body
 
 
+def _generated() -> dict[Path, str]:
+    return {CASEBOOK_UNIT_TESTS: unit_tests_yaml(), GPAD_UNIT_TESTS: gpad_unit_tests_yaml()}
+
+
 def write_unit_tests() -> Path:
-    path = paths.dbt_project_dir() / CASEBOOK_UNIT_TESTS
-    path.write_text(unit_tests_yaml())
-    return path
+    """Write the compiled unit tests (QOF and GPAD); returns the QOF file's path."""
+    for rel, text in _generated().items():
+        (paths.dbt_project_dir() / rel).write_text(text)
+    return paths.dbt_project_dir() / CASEBOOK_UNIT_TESTS
 
 
 def stale() -> bool:
     """True when the committed unit tests differ from what the casebook compiles to."""
-    path = paths.dbt_project_dir() / CASEBOOK_UNIT_TESTS
-    return not path.exists() or path.read_text() != unit_tests_yaml()
+    for rel, text in _generated().items():
+        path = paths.dbt_project_dir() / rel
+        if not path.exists() or path.read_text() != text:
+            return True
+    return False
+
+
+# -- the GPAD casebook (casebook/gpad_*.yml) ------------------------------------------------------------
+
+GPAD_UNIT_TESTS = Path("models") / "intermediate" / "activity" / "_activity__casebook_unit_tests.yml"
+GPAD_OUTCOMES = ("attended", "dna", "booked", "cancelled_patient", "cancelled_practice")
+GPAD_SLOT_DEFAULTS = {"date": dt.date(2025, 5, 6), "booked": dt.date(2025, 5, 1), "outcome": "attended",
+                      "mode": "Face to Face (Surgery)", "context": "Care Related Encounter", "role": "R0260"}
+GPAD_EXPECT = ("gpad_status", "gpad_mode", "hcp_type", "lead_time_band")
+
+
+@dataclass(frozen=True)
+class GpadSlot:
+    date: dt.date
+    booked: dt.date
+    outcome: str  # attended | dna | booked (no outcome recorded) | cancelled_patient | cancelled_practice
+    mode: str  # a national mode
+    context: str  # the national category's context type
+    role: str  # the clinician's national job role code
+
+
+@dataclass(frozen=True)
+class GpadCase:
+    """One booked slot and how GPAD counts it: ``expect`` is None when it is not counted, else
+    (gpad_status, gpad_mode, hcp_type, lead_time_band)."""
+
+    id: str
+    title: str
+    source: str
+    rule: str
+    slot: GpadSlot
+    expect: tuple[str, str, str, str] | None
+    suppliers: tuple[str, ...] = ("emis", "tpp")
+    ambiguous: str | None = None
+
+    @property
+    def citation(self) -> str:
+        return f"{self.source} {self.rule}"
+
+
+def load_gpad(folder: Path | None = None) -> tuple[GpadCase, ...]:
+    """Read and check every GPAD case (casebook/gpad_*.yml)."""
+    return _load_gpad(folder or casebook_dir())
+
+
+@functools.cache
+def _load_gpad(folder: Path) -> tuple[GpadCase, ...]:
+    from im1dev.synth.truth import GPAD_MODE
+
+    sources = _yaml((folder / "sources.yml").read_text())["sources"]
+    out: list[GpadCase] = []
+    for path in sorted(folder.glob("gpad_*.yml")):
+        for raw in _yaml(path.read_text())["cases"]:
+            cid = raw["id"]
+            if any(c.id == cid for c in out):
+                raise CasebookError(f"{path.name}: case id {cid} used twice")
+            cite = raw.get("cite") or {}
+            if cite.get("source") not in sources or not cite.get("rule"):
+                raise CasebookError(f"{cid}: cite needs a source of sources.yml and the rule")
+            unknown = set(raw.get("slot") or {}) - set(GPAD_SLOT_DEFAULTS)
+            if unknown:
+                raise CasebookError(f"{cid}: unknown slot fields {sorted(unknown)}")
+            sl = {**GPAD_SLOT_DEFAULTS, **(raw.get("slot") or {})}
+            slot = GpadSlot(date=_date(sl["date"], cid), booked=_date(sl["booked"], cid), outcome=str(sl["outcome"]),
+                            mode=str(sl["mode"]), context=str(sl["context"]), role=str(sl["role"]))
+            if slot.outcome not in GPAD_OUTCOMES or slot.mode not in GPAD_MODE:
+                raise CasebookError(f"{cid}: outcome must be one of {GPAD_OUTCOMES}, mode a national mode")
+            exp = raw.get("expect") or {}
+            if exp.get("counted") is True:
+                if set(exp) != {"counted", *GPAD_EXPECT}:
+                    raise CasebookError(f"{cid}: a counted slot states {list(GPAD_EXPECT)}")
+                expect = tuple(str(exp[k]) for k in GPAD_EXPECT)
+            elif exp == {"counted": False}:
+                expect = None
+            else:
+                raise CasebookError(f"{cid}: expect counted: false, or counted: true with {list(GPAD_EXPECT)}")
+            suppliers = tuple(raw.get("suppliers", ("emis", "tpp")))
+            if "tpp" in suppliers and slot.context != "Care Related Encounter":
+                raise CasebookError(f"{cid}: SystmOne's IM1 extract carries no context type: suppliers: [emis]")
+            out.append(GpadCase(id=cid, title=" ".join(str(raw["title"]).split()), source=cite["source"],
+                                rule=cite["rule"], slot=slot, expect=expect, suppliers=suppliers,
+                                ambiguous=" ".join(str(raw["ambiguous"]).split()) if raw.get("ambiguous") else None))
+    return tuple(out)
+
+
+_GPAD_PRACTICE = "ZGP001"
+
+
+def _gpad_given(cases: tuple[GpadCase, ...]) -> dict[str, list[dict]]:
+    """Each case's slot as EMIS and as SystmOne send it, in the synthetic supplier's own labels
+    (emis.SLOT_STATUS; tpp.APPOINTMENT_STATUS ids and APPOINTMENT_METHOD flags), at the staging
+    models int_appointments reads. The clinician is one per case (its HCP type is checked by the
+    roles test; here it is given as the case expects it)."""
+    from im1dev.synth import emis, tpp
+
+    slots, sessions, tpp_rows, flags, practitioners = [], [], [], [], []
+    for n, c in enumerate(cases, 1):
+        s = c.slot
+        hcp = c.expect[2] if c.expect else "GP"
+        if "emis" in c.suppliers:
+            slots.append({"practice_code": _GPAD_PRACTICE, "slot_guid": c.id, "patient_guid": f"P{n}",
+                          "session_guid": f"G{n}", "appointment_date": s.date.isoformat(),
+                          "booked_date": s.booked.isoformat(), "slot_status": emis.SLOT_STATUS[s.outcome],
+                          "did_not_attend": s.outcome == "dna", "mode_of_contact": s.mode, "context_type": s.context,
+                          "is_deleted": False})
+            sessions.append({"supplier": "emis", "practice_code": _GPAD_PRACTICE, "session_id": f"G{n}",
+                             "practitioner_id": f"U{n}", "hcp_type": hcp})
+        if "tpp" in c.suppliers:
+            tpp_rows.append({"practice_code": _GPAD_PRACTICE, "row_identifier": n, "id_patient": n,
+                             "id_profile_clinician": tpp.STAFF_PROFILE_OFFSET + n, "id_rota": n,
+                             "appointment_status": tpp.APPOINTMENT_STATUS[s.outcome][0],
+                             "telephone_appointment": s.mode == "Telephone/Audio",
+                             "date_start": f"{s.date.isoformat()} 09:00:00", "date_end": f"{s.date.isoformat()} 09:10:00",
+                             "date_appointment_booked": f"{s.booked.isoformat()} 08:00:00", "is_shared_care": False})
+            if s.mode in tpp.APPOINTMENT_METHOD:
+                flags.append({"practice_code": _GPAD_PRACTICE, "row_identifier": n, "id_appointment": n,
+                              "flag": tpp.APPOINTMENT_METHOD[s.mode]})
+            practitioners.append({"supplier": "tpp", "practice_code": _GPAD_PRACTICE,
+                                  "practitioner_id": str(tpp.STAFF_PROFILE_OFFSET + n), "hcp_type": hcp})
+    mapping = [{"practice_code": _GPAD_PRACTICE, "row_identifier": key, "mapping": label}
+               for key, label in tpp.APPOINTMENT_STATUS.values()]
+    return {"base_emis__appointment_slot": slots, "int_appointment_sessions": sessions,
+            "stg_tpp__srappointment": tpp_rows, "stg_tpp__srappointmentflags": flags,
+            "stg_tpp__srmapping": mapping, "int_practitioners": practitioners}
+
+
+def gpad_unit_tests() -> list[dict]:
+    """The GPAD casebook as dbt unit tests: ``casebook_gpad_appointments`` (int_appointments: every
+    case's slot through EMIS and through SystmOne gives the case's GPAD row, the same for both) and
+    ``casebook_gpad_roles`` (int_practitioners: the clinician's role, as EMIS and SystmOne send it,
+    gives the case's HCP type)."""
+    from im1dev.synth import tpp
+
+    cases = load_gpad()
+    if not cases:
+        return []
+    seeds = ("gpad_appointment_status_map", "gpad_appointment_mode_map", "gpad_context_type_map")
+    tests = []
+    # the counted slots state their GPAD row; the others only that GPAD does not count them (a unit
+    # test compares every output row, so the two groups are two tests)
+    for name, group in (("casebook_gpad_appointments", [c for c in cases if c.expect is not None]),
+                        ("casebook_gpad_not_counted", [c for c in cases if c.expect is None])):
+        if not group:
+            continue
+        given = _gpad_given(tuple(group))
+        inputs = [("stg_tpp__gms_organisations", []), ("base_tpp__srappointment", []),
+                  *((rel, given[rel]) for rel in ("base_emis__appointment_slot", "int_appointment_sessions",
+                                                  "stg_tpp__srappointment", "stg_tpp__srappointmentflags",
+                                                  "stg_tpp__srmapping", "int_practitioners"))]
+        expect = []
+        for n, c in enumerate(group, 1):
+            for supplier in c.suppliers:
+                row = {"supplier": supplier, "practice_code": _GPAD_PRACTICE,
+                       "appointment_id": c.id if supplier == "emis" else str(n)}
+                if c.expect is not None:
+                    row.update(zip(GPAD_EXPECT, c.expect, strict=True))
+                expect.append({**row, "is_gpad_counted": c.expect is not None})
+        cited = "; ".join(f"{c.id}: {c.citation}" for c in group)
+        what = ("each sent by EMIS and by SystmOne where it can be, the same GPAD row through both"
+                if name == "casebook_gpad_appointments" else "slots GPAD does not count")
+        tests.append({
+            "name": name,
+            "description": f"GPAD casebook ({len(group)} cases, {what}): {cited}",
+            "model": "int_appointments",
+            "overrides": {"macros": {"is_incremental": False}},
+            "given": [{"input": f"ref('{rel}')", "rows": rows} for rel, rows in inputs]
+            + [{"input": f"ref('{seed}')", "rows": _gpad_seed_rows(seed)} for seed in seeds],
+            "expect": {"rows": expect},
+        })
+    # the clinician's role: EMIS sends the code, SystmOne the national name
+    names = {r["role_code"]: r["role_name"] for r in _gpad_seed_rows("gpad_hcp_type_map")}
+    roles = sorted({c.slot.role for c in cases})
+    users = [{"user_in_role_guid": f"U-{code}", "organisation_guid": "O1", "job_category_code": code,
+              "practice_code": _GPAD_PRACTICE} for code in roles]
+    profiles = [{"practice_code": _GPAD_PRACTICE, "row_identifier": tpp.STAFF_PROFILE_OFFSET + i,
+                 "staff_role": names.get(code, code)} for i, code in enumerate(roles, 1)]
+    hcp = {c.slot.role: c.expect[2] for c in cases if c.expect is not None}
+    role_expect = [{"supplier": "emis", "practitioner_id": f"U-{code}", "hcp_type": hcp[code]} for code in roles
+                   if code in hcp]
+    role_expect += [{"supplier": "tpp", "practitioner_id": str(tpp.STAFF_PROFILE_OFFSET + i), "hcp_type": hcp[code]}
+                    for i, code in enumerate(roles, 1) if code in hcp]
+    tests.append({
+        "name": "casebook_gpad_roles",
+        "description": "GPAD casebook: each case's clinician role (EMIS JobCategoryCode; SystmOne StaffRole, the "
+                       "national role name) gives the case's HCP type: "
+                       + "; ".join(f"{c.id}: {c.citation}" for c in cases if c.slot.role != "R0260"),
+        "model": "int_practitioners",
+        "given": [{"input": "ref('stg_emis__admin_userinrole')", "rows": users},
+                  {"input": "ref('stg_emis__admin_organisation')",
+                   "rows": [{"organisation_guid": "O1", "ods_code": _GPAD_PRACTICE}]},
+                  {"input": "ref('stg_tpp__srstaffmemberprofile')", "rows": profiles},
+                  {"input": "ref('gpad_hcp_type_map')", "rows": _gpad_seed_rows("gpad_hcp_type_map")}],
+        "expect": {"rows": role_expect},
+    })
+    return tests
+
+
+def _gpad_seed_rows(seed: str) -> list[dict]:
+    with open(seeds_dir() / "gpad" / f"{seed}.csv", newline="", encoding="utf-8") as fh:
+        return [{k: (v if v != "" else None) for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+def gpad_unit_tests_yaml() -> str:
+    header = ("# GENERATED by `im1 casebook gen` from dbt_project/casebook/gpad_*.yml - do not edit by hand.\n"
+              "# Every GPAD casebook case is one slot here; see casebook/README.md.\n")
+    body = yaml.safe_dump({"version": 2, "unit_tests": gpad_unit_tests()}, sort_keys=False, width=200,
+                          allow_unicode=True, default_flow_style=None)
+    return header + body
 
 
 # -- planting cases into a synthetic world -----------------------------------------------------------

@@ -58,9 +58,10 @@ QOF_CARE = {
 LEAD_DAYS = [(0, 0, 0.35), (1, 1, 0.10), (2, 7, 0.25), (8, 14, 0.15), (15, 21, 0.07), (22, 28, 0.04), (29, 42, 0.04)]
 OUTCOMES = [("attended", 0.85), ("dna", 0.05), ("cancelled_patient", 0.05), ("cancelled_practice", 0.03),
             ("booked", 0.02)]
-MODES_EMIS = [("Face to Face (Surgery)", 0.62), ("Telephone/Audio", 0.28), ("Face to Face (Home Visit)", 0.02),
-              ("Video with Audio", 0.02), ("Written (Including Online)", 0.02), ("Not an Appointment", 0.04)]
-MODES_TPP = [("Face to Face (Surgery)", 0.70), ("Telephone/Audio", 0.30)]
+# the six national appointment modes, the same for both suppliers: EMIS sends the mode itself,
+# SystmOne the slot type's appointment method (tpp.APPOINTMENT_METHOD; no "Not an Appointment")
+MODES = [("Face to Face (Surgery)", 0.62), ("Telephone/Audio", 0.28), ("Face to Face (Home Visit)", 0.02),
+         ("Video with Audio", 0.02), ("Written (Including Online)", 0.02), ("Not an Appointment", 0.04)]
 CATEGORIES = [("General Consultation Routine", "Routine", 0.55), ("General Consultation Acute", "Urgent", 0.30),
               ("Planned Clinics", "Clinic", 0.10), ("Unplanned Clinical Activity", "Urgent", 0.05)]
 
@@ -378,7 +379,7 @@ def patient_record(world: World, p: Patient, staff: list[Staff] | None = None) -
     appt_from = max(sess_first, reg, hist_start)
     appt_to = min(sess_last - 14, active_end + 28)
     n_appt = _poisson(rng, APPOINTMENTS_PER_YEAR * factor * max(0, appt_to - appt_from) / 365.25)
-    modes = MODES_TPP if supplier == "tpp" else MODES_EMIS
+    modes = MODES
     attended_days: list[tuple[int, Appointment]] = []
     for _ in range(n_appt):
         who = clinician(0.35)
@@ -403,7 +404,8 @@ def patient_record(world: World, p: Patient, staff: list[Staff] | None = None) -
             duration=rng.choice((10, 10, 10, 15, 20)), clinician=who, ampm=ampm, booked=booked,
             booked_min=max(0, booked_min), outcome=outcome, outcome_on=outcome_on, mode=_pick(rng, modes)[0],
             slot_type=cat_row[1], category=cat_row[0],
-            # SystmOne's SRAppointment carries no context type: only EMIS slots can be administrative
+            # SystmOne's IM1 extract carries no national category or context type: only EMIS slots can
+            # be sent as administrative (a SystmOne practice's administrative slots cannot be told apart)
             context="Administrative" if supplier == "emis" and rng.random() < 0.03 else "Care Related Encounter",
         )
         rec.appointments.append(a)

@@ -96,6 +96,11 @@ class Columns:
 COLS = {t: Columns(t) for t in TABLES}
 
 
+# Appointment_Slot.SlotStatus for each outcome of a booked slot (a finished appointment is "Left")
+SLOT_STATUS = {"booked": "Booked", "attended": "Left", "dna": "Did Not Attend",
+               "cancelled_patient": "Cancelled by Patient", "cancelled_practice": "Cancelled by Practice"}
+
+
 def session_guid(world: World, ods: str, day: int, clinician: int, ampm: str) -> str:
     """Sessions are identified by practice, day, clinician and half-day; the GUID is derived from that."""
     import hashlib
@@ -274,20 +279,17 @@ class EmisView:
 
     def _slot_row(self, cols: Columns, a: clinical.Appointment, p: Patient, as_of: int) -> tuple:
         final = a.outcome_on <= as_of and a.outcome != "booked"
-        status, dna, send_in, left, wait, delay, actual = "Booked", "", "", "", "", "", ""
+        status, dna, send_in, left, wait, delay, actual = SLOT_STATUS["booked"], "", "", "", "", "", ""
         if final:
+            status = SLOT_STATUS[a.outcome]
             if a.outcome == "attended":
                 w = 5 + (a.id % 11)
-                status, dna = "Left", FALSE
+                dna = FALSE
                 send_in = hms((a.start_min + w) * 60)
                 left = hms((a.start_min + w + a.duration) * 60)
                 wait, delay, actual = str(w), str(max(0, w - 3)), str(a.duration)
             elif a.outcome == "dna":
-                status, dna = "Did Not Attend", TRUE
-            elif a.outcome == "cancelled_patient":
-                status = "Cancelled by Patient"
-            else:
-                status = "Cancelled by Practice"
+                dna = TRUE
         return cols.row(
             SlotGuid=a.guid, AppointmentDate=iso(a.date), AppointmentStartTime=hms(a.start_min * 60),
             PlannedDurationInMinutes=str(a.duration), PatientGuid=p.patient_guid, SendInTime=send_in, LeftTime=left,

@@ -25,7 +25,8 @@ from im1dev.synth.world import World
 
 ENCODING = "cp1252"
 TRUE, FALSE = "true", "false"
-FILES = ("SRPatient", "SRPatientRegistration", "SRCode", "SREvent", "SRProblem", "SRAppointment", "SRRota",
+FILES = ("SRPatient", "SRPatientRegistration", "SRCode", "SREvent", "SRProblem", "SRAppointment",
+         "SRAppointmentFlags", "SRRota",
          "SRRepeatTemplate", "SRPrimaryCareMedication", "SRStaffMember", "SRStaffMemberProfile", "SROrganisation")
 ALWAYS_EMPTY = ("SRAppointmentAttendees",)  # listed in the manifest without dates (as TPP does)
 UNLISTED = ("SRMapping",)  # present in the folder, never listed in the manifest
@@ -44,6 +45,16 @@ EPISODE_TYPE = {  # SRMapping ids (group 2: episode type); SRCode.EpisodeType ca
     "Ended": (2004, "Ended"),
 }
 STAFF_PROFILE_OFFSET = 500_000
+# SystmOne's appointment methods (the slot type's mode; a subset of the appointment flags) for each
+# national mode; SystmOne has no "Not an Appointment" (NHS Digital SystmOne data-quality guidance,
+# mode of appointment: casebook/sources.yml GPAD-DQ-S1-MODE)
+APPOINTMENT_METHOD = {
+    "Face to Face (Surgery)": "Face to Face",
+    "Face to Face (Home Visit)": "Home Visit",
+    "Written (Including Online)": "Written/Online",
+    "Telephone/Audio": "Telephone",
+    "Video with Audio": "Video Consultation",
+}
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _DATES: dict[int, str] = {}
@@ -87,7 +98,8 @@ class TppView:
     def patient_tables(self, rec: PatientRecord, as_of: int) -> dict[str, dict]:
         p = rec.patient
         out: dict[str, dict] = {n: {} for n in ("SRPatient", "SRPatientRegistration", "SRCode", "SREvent", "SRProblem",
-                                                "SRAppointment", "SRRepeatTemplate", "SRPrimaryCareMedication")}
+                                                "SRAppointment", "SRAppointmentFlags", "SRRepeatTemplate",
+                                                "SRPrimaryCareMedication")}
         if p.reg_date.toordinal() > as_of:
             return out
         ods = p.ods_code
@@ -186,6 +198,11 @@ class TppView:
                 DateAppointmentCancelled=tdate(a.outcome_on, 11 * 3600)
                 if (final and a.outcome.startswith("cancelled")) else "",
                 IDPatient=p.key, IDOrganisation=ods, IDOrganisationRegisteredAt=ods, RemovedData="0")
+            method = APPOINTMENT_METHOD.get(a.mode)
+            if method is not None:  # the slot type's appointment method, one flag per appointment
+                out["SRAppointmentFlags"][a.id] = _row(
+                    "SRAppointmentFlags", RowIdentifier=a.id, IDOrganisationVisibleTo=ods, IDAppointment=a.id,
+                    Flag=method, RemovedData="0")
         for au in rec.authorisations:
             if au.entered > as_of:
                 continue
@@ -237,7 +254,7 @@ class TppView:
                                                StaffUserName=f"user{s.key}", Obsolete=FALSE, RemovedData="0")
             out["SRStaffMemberProfile"][STAFF_PROFILE_OFFSET + s.key] = _row(
                 "SRStaffMemberProfile", RowIdentifier=STAFF_PROFILE_OFFSET + s.key,
-                DateProfileCreated=tdate(s.contract_start.toordinal()), StaffRole=s.role,
+                DateProfileCreated=tdate(s.contract_start.toordinal()), StaffRole=s.job_category_name,
                 DateEmploymentStart=tdate(s.contract_start.toordinal()), IDStaffMember=s.key,
                 IDOrganisation=s.ods_code, RemovedData="0")
             if s.role == "Receptionist":

@@ -29,6 +29,20 @@ QOF (QOF business rules; casebook/sources.yml names each document and version)
   not followed by a resolved (CKD: or stage 1-2) code dated strictly after it, aged at least the
   register's minimum; asthma also needs an ASTTRT_COD issue in the 12 months up to the date.
 - HYP008/HYP009 and DM020/DM021: the rule chains of BR46-HYP rules 1-9 and BR46-DM rules 1-10.
+
+GPAD (Appointments in General Practice; casebook/sources.yml GPAD-*, NHSE-RECORDING, SDS-JOBROLE)
+- An appointment is a booked slot, counted in the month of its date once that date has passed
+  (on or before the data date). Status: Attended or DNA once the outcome is recorded; still booked
+  after the date: Unknown; cancelled: not counted (GPAD-SI).
+- Only slots whose national category is a Care Related Encounter count (NHSE-RECORDING).
+- Mode: the national mode -> GPAD's five published labels: Face to Face (Surgery) Face-to-Face,
+  Face to Face (Home Visit) Home Visit, Telephone/Audio Telephone, Video with Audio and Written
+  (Including Online) Video Conference/Online, Not an Appointment Unknown (GPAD-CSV-2025-05).
+- HCP type from the clinician's national job role code: the GP roles are GP, the other practice
+  roles Other Practice staff, anything else Unknown (SDS-JOBROLE; the GP set is unverified).
+- Lead time: calendar days from booking to appointment, banded Same Day, 1 Day, 2 to 7 Days,
+  8 to 14 Days, 15 to 21 Days, 22 to 28 Days, More than 28 Days; none or negative Unknown / Data
+  Quality (GPAD-SI).
 """
 
 from __future__ import annotations
@@ -94,6 +108,23 @@ HYP_REJECT = ((3, "max_tolerated_treatment", "HTMAX_COD"), (4, "unsuitable", "HY
               (5, "bp_declined", "BPDEC_COD"), (6, "care_declined", "HYPPCADEC_COD"))
 DM_REJECT = ((4, "max_tolerated_treatment", "DMMAX_COD"), (5, "unsuitable", "DMPCAPU_COD"),
              (6, "blood_test_declined", "BLDTESTDEC_COD"), (7, "care_declined", "DMPCADEC_COD"))
+# GPAD HCP type by national job role code (SDS-JOBROLE). GPAD's GP set is not stated in any source
+# read: GP, salaried GP, GP registrar and sessional GP are ours.
+GPAD_GP_ROLES = frozenset({"R0260", "R0270", "R6200", "R6300"})
+GPAD_OTHER_PRACTICE_ROLES = frozenset({
+    "R0570", "R0600", "R0610", "R0620", "R0630", "R0690", "R0700", "R1543",  # nurses
+    "R1290", "R1070", "R1110", "R1550",  # pharmacist, paramedic, physiotherapist, counsellor
+    "R1450", "R1480", "R1590",  # health care support worker, healthcare assistant, phlebotomist
+    "R1720", "R1730", "R1760", "R1780",  # clerical worker, receptionist, medical secretary, manager
+})
+
+
+def gpad_hcp_type(role_code: str | None) -> str:
+    if role_code in GPAD_GP_ROLES:
+        return "GP"
+    return "Other Practice staff" if role_code in GPAD_OTHER_PRACTICE_ROLES else "Unknown"
+
+
 GPAD_MODE = {
     "Face to Face (Surgery)": "Face-to-Face",
     "Face to Face (Home Visit)": "Home Visit",
@@ -102,6 +133,19 @@ GPAD_MODE = {
     "Written (Including Online)": "Video Conference/Online",
     "Not an Appointment": "Unknown",
 }
+
+
+def gpad_cell(a, role_code: str | None, as_of: int) -> tuple[str, str, str, str] | None:
+    """GPAD's (status, mode, HCP type, lead-time band) of appointment ``a`` (clinical.Appointment)
+    whose clinician holds national job role ``role_code``, as known on day ``as_of`` (an ordinal);
+    None when GPAD does not count it (not yet held, cancelled, not a Care Related Encounter)."""
+    if a.booked > as_of or a.date > as_of or a.context != "Care Related Encounter":
+        return None
+    known = a.outcome_on <= as_of and a.outcome != "booked"
+    status = {"attended": "Attended", "dna": "DNA"}.get(a.outcome) if known else "Unknown"
+    if status is None:
+        return None  # cancelled: not an appointment for GPAD
+    return status, GPAD_MODE[a.mode], gpad_hcp_type(role_code), lead_time_band(a.date - a.booked)
 
 
 def age_on(dob: dt.date, on: dt.date) -> int:
@@ -442,15 +486,9 @@ def compute(world: World, as_of: dt.date, records=None) -> dict[str, list[dict]]
                 list_counts[(ods, s, sex, age_band(age_on(p.dob, s)))] += 1
         # -- appointments (GPAD) and prescribing: everything the practice recorded -----------
         for a in rec.appointments:
-            if a.booked > v.d or a.date > v.d or a.context != "Care Related Encounter":
-                continue
-            known = a.outcome_on <= v.d and a.outcome != "booked"
-            status = {"attended": "Attended", "dna": "DNA"}.get(a.outcome) if known else "Unknown"
-            if status is None:
-                continue  # cancelled: not an appointment for GPAD
-            day = dt.date.fromordinal(a.date)
-            appts[(ods, day.replace(day=1), status, GPAD_MODE[a.mode], staff[a.clinician].hcp_type,
-                   lead_time_band(a.date - a.booked))] += 1
+            cell = gpad_cell(a, staff[a.clinician].job_category_code, v.d)
+            if cell is not None:
+                appts[(ods, dt.date.fromordinal(a.date).replace(day=1), *cell)] += 1
         for i in v.issues:
             rx[(ods, dt.date.fromordinal(i.date).replace(day=1), i.drug.dmd, i.drug.name)] += 1
         # -- QOF registers and indicators on every QOF reference date --------------------------

@@ -32,13 +32,17 @@ SURNAMES = ["Smith", "Jones", "Williams", "Brown", "Taylor", "Davies", "Evans", 
 TOWNS = ["Leeds", "Bradford", "York", "Harrogate", "Wakefield", "Halifax", "Huddersfield", "Selby"]
 STREETS = ["High Street", "Station Road", "Church Lane", "Mill Road", "Park Avenue", "Victoria Street"]
 
-# staff roles: (role, EMIS job category code, EMIS job category name, GPAD HCP type, share of staff)
+# staff roles: (role, national job role code, its national name, GPAD HCP type, share of staff). The
+# codes and names are the NHS SDS job role codes (R0xxx) that EMIS delivers as
+# Admin_UserInRole.JobCategoryCode/Name and SystmOne as SRStaffMemberProfile.StaffRole (the name);
+# dbt_project/casebook/sources.yml SDS-JOBROLE. The HCP type is the world's own fact for the
+# generator; the ground truth derives GPAD's HCP type from the code (truth.GPAD_HCP).
 ROLES = [
     ("GP", "R0260", "General Medical Practitioner", "GP", 0.45),
-    ("Practice Nurse", "R0690", "Practice Nurse", "Other Practice staff", 0.25),
-    ("Healthcare Assistant", "R1450", "Health Care Support Worker", "Other Practice staff", 0.15),
-    ("Clinical Pharmacist", "R1290", "Clinical Pharmacist", "Other Practice staff", 0.10),
-    ("Receptionist", "R8000", "Clerical Worker", "Other Practice staff", 0.05),
+    ("Practice Nurse", "R0620", "Staff Nurse", "Other Practice staff", 0.25),
+    ("Healthcare Assistant", "R1480", "Healthcare Assistant", "Other Practice staff", 0.15),
+    ("Clinical Pharmacist", "R1290", "Pharmacist", "Other Practice staff", 0.10),
+    ("Receptionist", "R1730", "Receptionist", "Other Practice staff", 0.05),
 ]
 CLINICAL_ROLES = {"GP", "Practice Nurse", "Healthcare Assistant", "Clinical Pharmacist"}
 

@@ -22,6 +22,7 @@ ranked as (
         su.session_id,
         su.practitioner_id,
         coalesce(p.hcp_type, 'Unknown') as hcp_type,
+        coalesce(p.hcp_role, 'Unknown') as hcp_role,
         count(*) over (partition by su.supplier, su.practice_code, su.session_id) as session_users,
         row_number() over (
             partition by su.supplier, su.practice_code, su.session_id
@@ -33,6 +34,6 @@ ranked as (
         on p.supplier = su.supplier and p.practitioner_id = su.practitioner_id
 )
 
-select supplier, practice_code, session_id, practitioner_id, hcp_type, session_users
+select supplier, practice_code, session_id, practitioner_id, hcp_type, hcp_role, session_users
 from ranked
 where rank_in_session = 1

@@ -3,15 +3,23 @@
     Unbooked and blocked slots are not appointments and are left out; cancelled appointments stay
     with gpad_status NULL (GPAD does not count them).
 
-    EMIS: Appointment_Slot; the clinician is the session's (int_appointment_sessions). TPP:
-    SRAppointment, status through SRMapping, the clinician's staff profile on the row; SystmOne
-    carries no national mode, only whether it is a telephone appointment (Telephone, else
-    Face-to-Face), and no context type. Shared-care rows (recorded by another organisation) are
-    not the practice's and are left out.
+    EMIS: Appointment_Slot; the clinician is the session's (int_appointment_sessions); the mode is
+    the national mode itself (ModeOfContact), the context type and national slot category are on the
+    slot. TPP: SRAppointment, status through SRMapping, the clinician's staff profile on the row; the
+    mode is the slot type's appointment method, one of the appointment's flags (SRAppointmentFlags),
+    else Telephone when TelephoneAppointment is set, else not recorded (Unknown); the IM1 extract
+    carries no national slot category or context type. Shared-care rows (recorded by another
+    organisation) are not the practice's and are left out.
+
+    Every mapping is a seed (seeds/gpad, with provenance). Nothing unmapped is counted silently: an
+    unmapped status is status_harmonised 'unmapped' and not counted (a DNA flag still makes it a
+    DNA), an unmapped context type is 'Unmapped' and not counted, an unmapped mode is Unknown, an
+    unmapped role Unknown; int_gpad_unmapped lists them all.
 
     Incremental (macros/README.md): each run re-derives the appointments whose slot (EMIS) or
     SRAppointment row (TPP) was applied since its last run, those of sessions whose clinician or
-    HCP type changed, of SystmOne staff profiles whose HCP type changed, of a SystmOne practice
+    HCP type changed, of SystmOne staff profiles whose HCP type changed, of SystmOne appointments
+    whose flags (appointment method) changed, of a SystmOne practice
     whose SRMapping changed and of patients whose GMS registrations elsewhere changed; a deleted,
     un-booked or no longer qualifying appointment is removed. -#}
 {{ config(
@@ -32,6 +40,7 @@
         'lookups': [
             {'name': 'im1_lookup_session_clinicians', 'key': ['supplier', 'practice_code', 'session_id'], 'via': 'this'},
             {'name': 'im1_lookup_tpp_practitioners', 'key': ['supplier', 'practice_code', 'practitioner_id'], 'via': 'this'},
+            {'name': 'im1_lookup_tpp_appointment_flags', 'key': ['supplier', 'practice_code', 'appointment_id'], 'via': 'this'},
             {'name': 'im1_lookup_tpp_mappings', 'key': ['practice_code'], 'via': 'base_tpp__srappointment'},
             {'name': 'im1_lookup_tpp_gms_elsewhere', 'key': ['practice_code', 'id_patient'], 'via': 'base_tpp__srappointment'},
         ],
@@ -52,11 +61,16 @@ status_map as (
 ),
 
 mode_map as (
-    select source_mode, gpad_mode from {{ ref('gpad_appointment_mode_map') }}
+    select supplier, source_mode, national_mode, gpad_mode from {{ ref('gpad_appointment_mode_map') }}
+),
+
+context_map as (
+    select source_context, gpad_context_type, is_gpad_counted from {{ ref('gpad_context_type_map') }}
 ),
 
 sessions as (
-    select supplier, practice_code, session_id, practitioner_id, hcp_type from {{ ref('int_appointment_sessions') }}
+    select supplier, practice_code, session_id, practitioner_id, hcp_type, hcp_role
+    from {{ ref('int_appointment_sessions') }}
 ),
 
 emis_slots as (
@@ -79,6 +93,7 @@ emis as (
         s.session_guid as session_id,
         se.practitioner_id,
         se.hcp_type,
+        se.hcp_role,
         s.appointment_date,
         s.appointment_start_time,
         s.planned_duration_in_minutes as planned_duration_minutes,
@@ -101,9 +116,17 @@ tpp_status as (
 ),
 
 tpp_practitioners as (
-    select practice_code, practitioner_id, hcp_type
+    select practice_code, practitioner_id, hcp_type, hcp_role
     from {{ ref('int_practitioners') }}
     where supplier = 'tpp'
+),
+
+tpp_methods as (
+    -- the appointment method among the appointment's flags (one per slot type; the first if several)
+    select f.practice_code, f.id_appointment, min(f.flag) as method
+    from {{ ref('stg_tpp__srappointmentflags') }} as f
+    inner join mode_map as m on m.supplier = 'tpp' and m.source_mode = f.flag
+    group by f.practice_code, f.id_appointment
 ),
 
 tpp as (
@@ -115,13 +138,14 @@ tpp as (
         cast(a.id_rota as text) as session_id,
         cast(a.id_profile_clinician as text) as practitioner_id,
         p.hcp_type,
+        p.hcp_role,
         cast(a.date_start as date) as appointment_date,
         cast(a.date_start as time) as appointment_start_time,
         cast(extract(epoch from (a.date_end - a.date_start)) / 60 as bigint) as planned_duration_minutes,
         cast(a.date_appointment_booked as date) as booked_date,
         m.mapping as status_source,
         false as did_not_attend,
-        case when a.telephone_appointment then 'Telephone/Audio' else 'Face to Face (Surgery)' end as mode_source,
+        coalesce(fm.method, case when a.telephone_appointment then 'Telephone' end) as mode_source,
         cast(null as text) as context_type,
         cast(null as text) as national_slot_category,
         cast(null as text) as service_setting,
@@ -133,6 +157,7 @@ tpp as (
        and a.row_identifier = {{ im1_touched_key('k', 'appointment_id', 'bigint', 'tpp') }}
     {%- endif %}
     left join tpp_status as m on m.practice_code = a.practice_code and m.row_identifier = a.appointment_status
+    left join tpp_methods as fm on fm.practice_code = a.practice_code and fm.id_appointment = a.row_identifier
     left join tpp_practitioners as p
         on p.practice_code = a.practice_code and p.practitioner_id = cast(a.id_profile_clinician as text)
     where not a.is_shared_care
@@ -157,13 +182,17 @@ mapped as (
         case
             when m.source_status is not null then m.gpad_status
             when a.did_not_attend then 'DNA'
-            else 'Unknown'
         end as gpad_status,
+        mm.national_mode,
         coalesce(mm.gpad_mode, 'Unknown') as gpad_mode,
+        case when a.context_type is not null then coalesce(cm.gpad_context_type, 'Unmapped') end as gpad_context_type,
+        -- no context type (EMIS before v8.2, SystmOne): counted; a listed one as the seed says; an unmapped one not
+        a.context_type is null or coalesce(cm.is_gpad_counted, false) as is_context_counted,
         a.appointment_date - a.booked_date as lead_time_days
     from appointments as a
     left join status_map as m on m.supplier = a.supplier and m.source_status = a.status_source
-    left join mode_map as mm on mm.source_mode = a.mode_source
+    left join mode_map as mm on mm.supplier = a.supplier and mm.source_mode = a.mode_source
+    left join context_map as cm on cm.source_context = a.context_type
 )
 
 select
@@ -184,14 +213,16 @@ select
     status_harmonised,
     gpad_status,
     mode_source,
+    national_mode,
     gpad_mode,
     coalesce(hcp_type, 'Unknown') as hcp_type,
+    coalesce(hcp_role, 'Unknown') as hcp_role,
     context_type,
+    gpad_context_type,
     national_slot_category,
     service_setting,
-    -- GPAD counts attended, DNA and unknown-outcome appointments in care-related slots (extracts
-    -- before EMIS v8.2 carry no context type: those count)
-    gpad_status is not null and coalesce(context_type, 'Care Related Encounter') = 'Care Related Encounter'
-        as is_gpad_counted,
+    -- GPAD counts attended, DNA and unknown-outcome appointments in Care Related Encounter slots
+    -- (gpad_context_type_map; no context type recorded: counted)
+    gpad_status is not null and is_context_counted as is_gpad_counted,
     applied_at
 from mapped

@@ -3,11 +3,16 @@
     mart needs them. EMIS: Admin_UserInRole (a shared table in a multi-organisation feed, so the
     practice comes from the user's organisation). TPP: SRStaffMemberProfile (a practitioner is a
     staff profile, the id appointments and records refer to; a practice's extract lists the
-    profiles it can see, so the practice is the one the file was loaded for). -#}
+    profiles it can see, so the practice is the one the file was loaded for).
+
+    The role maps to GPAD's HCP type through the national job role codes (seed gpad_hcp_type_map):
+    EMIS delivers the code (JobCategoryCode); SystmOne's StaffRole is text, matched to a code or,
+    case-insensitively, to the code's national name. An unmatched role is HCP type 'Unknown'
+    (is_role_mapped false) and is listed in int_gpad_unmapped. -#}
 with
 
 hcp_map as (
-    select supplier, role_code, hcp_type from {{ ref('gpad_hcp_type_map') }}
+    select role_code, upper(role_name) as role_name_key, hcp_type, hcp_role from {{ ref('gpad_hcp_type_map') }}
 ),
 
 emis_organisations as (
@@ -54,10 +59,12 @@ select
     p.practitioner_id,
     p.role_code,
     p.role_name,
-    coalesce(m.hcp_type, 'Unknown') as hcp_type,
-    m.hcp_type is not null as is_role_mapped,
+    coalesce(m.hcp_type, n.hcp_type, 'Unknown') as hcp_type,
+    coalesce(m.hcp_role, n.hcp_role, 'Unknown') as hcp_role,
+    coalesce(m.hcp_type, n.hcp_type) is not null as is_role_mapped,
     p.contract_start_date,
     p.contract_end_date
 from practitioners as p
-left join hcp_map as m on m.supplier = p.supplier and m.role_code = p.role_code
+left join hcp_map as m on m.role_code = upper(trim(p.role_code))
+left join hcp_map as n on p.supplier = 'tpp' and m.role_code is null and n.role_name_key = upper(trim(p.role_code))
 where p.practice_code is not null
