@@ -31,3 +31,12 @@
         else round({{ scale }} * {{ sdc_count(numerator) }}::numeric / {{ sdc_count(denominator) }}, {{ digits }})
     end
 {%- endmacro %}
+
+{#- The label of a dimension in a GROUPING SETS / CUBE / ROLLUP query: 'ALL' on the rows that
+    total over it (grouping() = 1), its own value otherwise (a NULL value stays NULL, so a total
+    is never confused with a missing category). Totals are summed from the exact counts and only
+    then put through sdc_count(): summing published (rounded) cells is never needed and never
+    right (marts.md 5.4; casebook/publication.yml). -#}
+{% macro pub_all(column) -%}
+    case when grouping({{ column }}) = 1 then 'ALL' else {{ column }} end
+{%- endmacro %}

@@ -309,20 +309,26 @@ def read_mart(wh: Warehouse) -> list[tuple]:
 
 
 def print_published_appointments(wh: Warehouse) -> None:
-    """The latest full month of published.pub_appointments, read as bi_reader as a BI tool would."""
+    """The latest full month of published.pub_appointment_rates, read as bi_reader as a BI tool would:
+    totals summed from the exact counts then rounded, rates from the rounded counts (never a sum of
+    published cells)."""
     with psycopg.connect(wh.role_url(BI_READER)) as conn:
         rows = conn.execute(
-            "select practice_code, appointment_month, gpad_status, gpad_mode, sum(appointments), bool_or(is_suppressed) "
-            "from published.pub_appointments p "
-            "where appointment_month = (select max(appointment_month) - interval '1 month' "
-            "                           from published.pub_appointments q where q.practice_code = p.practice_code) "
-            "group by 1, 2, 3, 4 order by 1, 3, 4").fetchall()
+            "select practice_code, appointment_month, gpad_mode, appointments, attended, dna, unknown_status, "
+            "dna_rate_pct from published.pub_appointment_rates p "
+            "where hcp_type = 'ALL' and appointment_month = (select max(appointment_month) - interval '1 month' "
+            "                           from published.pub_appointment_rates q where q.practice_code = p.practice_code) "
+            "order by 1, gpad_mode = 'ALL' desc, 3").fetchall()
     for prac in sorted({r[0] for r in rows}):
         month = next(r[1] for r in rows if r[0] == prac)
-        print(f"\npublished.pub_appointments (as bi_reader) - practice {prac}, {month:%B %Y}: the sum of its "
-              "cells by status and mode (cells of 1-7 suppressed, others rounded to 5)")
-        for _p, _m, status, mode, n, suppressed in (r for r in rows if r[0] == prac):
-            print(f"  {status:<8} {mode:<24} {n if n is not None else 0:>6}{'  (+ suppressed cells *)' if suppressed else ''}")
+        print(f"\npublished.pub_appointment_rates (as bi_reader) - practice {prac}, {month:%B %Y}: counts rounded "
+              "to 5 (* = 1-7, suppressed), DNA rate = DNA / (attended + DNA) from the rounded counts")
+        print(f"  {'mode':<24} {'all':>6} {'attended':>9} {'DNA':>6} {'unknown':>8} {'DNA rate':>9}")
+        for _p, _m, mode, n, att, dna, unk, rate in (r for r in rows if r[0] == prac):
+            def show(v):
+                return "*" if v is None else str(v)
+            print(f"  {mode:<24} {show(n):>6} {show(att):>9} {show(dna):>6} {show(unk):>8} "
+                  f"{'-' if rate is None else f'{rate}%':>9}")
 
 
 def check_marts(wh: Warehouse, worlds: list[World], as_of: dt.date) -> bool:

@@ -51,6 +51,11 @@ MARTS: dict[str, Mart] = {
         key=("practice_code", "snapshot_date", "sex", "age_band"),
         values=("patients",),
     ),
+    "list_size_single_age": Mart(
+        "marts.mart_list_size_single_age",
+        key=("practice_code", "snapshot_date", "sex", "age"),
+        values=("patients",),
+    ),
     "qof_registers": Mart(
         "marts.mart_qof_registers",
         key=("practice_code", "reference_date", "register"),

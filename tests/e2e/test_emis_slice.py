@@ -230,8 +230,8 @@ def test_demo_slice_end_to_end(feed_env, pgp_keys, warehouse, db):
     assert ingest.test(logical_date=_extract_run(1)).state == "success"
     assert _build(_dags()[1], logical_date=_extract_run(1)).state == "success"
     diffs = _reconcile(warehouse, world, 1)
-    assert set(diffs) == {"mart_list_size", "mart_qof_registers", "mart_qof_indicators", "mart_appointments",
-                          "mart_prescribing"}
+    assert set(diffs) == {"mart_list_size", "mart_list_size_single_age", "mart_qof_registers", "mart_qof_indicators",
+                          "mart_appointments", "mart_prescribing"}
     assert all(d.ok for d in diffs.values()), {k: d.summary() for k, d in diffs.items()}
     assert diffs["mart_appointments"].rows > 20 and diffs["mart_prescribing"].rows > 20
     watermark = db.execute("select applied_at from staging.im1_watermarks where model = 'int_observations'").fetchone()

@@ -2,25 +2,14 @@
     month of the practice's reference date and of each of the 12 months before it (13 snapshots),
     as known on the reference date (the latest loaded extract).
 
-    Counted on snapshot date S: registered on S (macros/registration.sql: Regular, start <= S,
-    no end or end > S, alive on S, not a dummy patient). Age is completed years on S. Only
-    non-empty groups have a row. A patient is counted once per snapshot even if two registration
-    periods at the practice overlap (SystmOne can send overlapping GMS registrations). -#}
+    Counted on snapshot date S: macros/list_size.sql (registered on S, age in completed years on
+    S, one patient once). Only non-empty groups have a row. Single year of age:
+    mart_list_size_single_age; PRGP's published shape (MALE/FEMALE/ALL, ALL ages, PCN, sub-ICB
+    and ICB roll-ups): published.pub_list_size. -#}
 with
 
 registered as (
-    select
-        s.practice_code,
-        s.snapshot_date,
-        r.patient_id,
-        p.sex,
-        {{ age_in_years('p.date_of_birth', 's.snapshot_date') }} as age_years
-    from {{ ref('int_list_size_snapshots') }} as s
-    inner join {{ ref('int_registrations') }} as r
-        on r.supplier = s.supplier and r.practice_code = s.practice_code
-    inner join {{ ref('int_patients') }} as p
-        on p.supplier = r.supplier and p.practice_code = r.practice_code and p.patient_id = r.patient_id
-    where {{ im1_registered_on('r', 'p', 's.snapshot_date') }}
+    {{ list_size_registered() }}
 )
 
 select

@@ -1,10 +1,4 @@
-{#- marts.mart_list_size for BI: every count through the NHS small-number rule (macros/sdc.sql). -#}
-select
-    practice_code,
-    snapshot_date,
-    sex,
-    age_band,
-    age_band_order,
-    {{ sdc_count('patients') }} as patients,
-    {{ sdc_is_suppressed('patients') }} as is_suppressed
-from {{ ref('mart_list_size') }}
+{#- Registered patients as NHS England's PRGP publishes them, in 5-year age bands (0-4 ... 90-94,
+    95+, ALL) by sex (MALE, FEMALE, ALL) for GP practices and their PCN, sub-ICB location and ICB,
+    after the NHS small-number rule: macros/list_size.sql pub_list_size_rollup. -#}
+{{ pub_list_size_rollup('mart_list_size', 'age_band', 'age_band_order', 20) }}

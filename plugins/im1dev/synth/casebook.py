@@ -139,6 +139,8 @@ class Case:
     registers: dict[str, tuple[bool, str]] = field(default_factory=dict)  # register -> (on, reason)
     indicators: dict[str, tuple[str, str]] = field(default_factory=dict)  # indicator -> (status, reason)
     population: dict | None = None  # {"in": bool, "age": int, "registration_date": date}
+    # PRGP (prgp_*.yml): {"counted": bool, "sex": MALE/FEMALE/None, "age": '0'..'94'/'95+', "band": '0-4'..}
+    list_size: dict | None = None
 
     @property
     def citation(self) -> str:
@@ -212,11 +214,19 @@ def _date(v, where: str) -> dt.date:
         raise CasebookError(f"{where}: {v!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _parse_expect(case_id: str, raw: dict) -> tuple[dict, dict, dict | None]:
+def _parse_expect(case_id: str, raw: dict) -> tuple[dict, dict, dict | None, dict | None]:
     registers: dict[str, tuple[bool, str]] = {}
     indicators: dict[str, tuple[str, str]] = {}
     population = None
+    list_size = None
     for key, val in (raw or {}).items():
+        if key == "list_size":
+            list_size = dict(val)
+            if list_size.get("counted") is not True and list_size.get("counted") is not False:
+                raise CasebookError(f"{case_id}: list_size.counted must be true or false")
+            if list_size["counted"] and not {"sex", "age", "band"} <= set(list_size):
+                raise CasebookError(f"{case_id}: a counted list_size case states sex (MALE/FEMALE/null), age and band")
+            continue
         if key == "population":
             population = dict(val)
             if "registration_date" in population:
@@ -243,8 +253,9 @@ def _parse_expect(case_id: str, raw: dict) -> tuple[dict, dict, dict | None]:
                 raise CasebookError(f"{case_id}: {key}: expected numerator, denominator or excluded:<reason> "
                                     f"({sorted(EXCLUSION_REASONS)}), got {val!r}")
         else:
-            raise CasebookError(f"{case_id}: unknown expectation {key!r} (a register, an indicator or population)")
-    return registers, indicators, population
+            raise CasebookError(f"{case_id}: unknown expectation {key!r} (a register, an indicator, population or "
+                                "list_size)")
+    return registers, indicators, population, list_size
 
 
 def _event(case_id: str, raw, defaults: dict, bp_codes: dict, reading: list[int], kind: str) -> list[CaseEvent]:
@@ -300,7 +311,7 @@ def _load(folder: Path) -> Casebook:
     bp_codes = {k: (str(v[0]), str(v[1])) for k, v in codes_doc["blood_pressure"].items()}
     cases: list[Case] = []
     seen: set[str] = set()
-    for path in sorted(folder.glob("qof_*.yml")):
+    for path in sorted([*folder.glob("qof_*.yml"), *folder.glob("prgp_*.yml")]):
         doc = _yaml(path.read_text())
         area = doc["area"]
         default_ref = doc.get("reference_date")
@@ -327,14 +338,14 @@ def _load(folder: Path) -> Casebook:
                 events += _event(cid, e, defaults, bp_codes, reading, "observation")
             for e in raw.get("issues", []):
                 events += _event(cid, e, defaults, bp_codes, reading, "issue")
-            registers, indicators, population = _parse_expect(cid, raw.get("expect"))
+            registers, indicators, population, list_size = _parse_expect(cid, raw.get("expect"))
             case = Case(
                 id=cid, area=area, title=" ".join(str(raw["title"]).split()), source=cite["source"],
                 rule=cite["rule"], reference_date=ref, born=born, sex=raw.get("sex", "F"),
                 died=_date(raw["died"], cid) if raw.get("died") else None, dummy=bool(raw.get("dummy", False)),
                 registrations=regs, events=tuple(events), suppliers=tuple(raw.get("suppliers", ("emis", "tpp"))),
                 ambiguous=" ".join(str(raw["ambiguous"]).split()) if raw.get("ambiguous") else None,
-                registers=registers, indicators=indicators, population=population)
+                registers=registers, indicators=indicators, population=population, list_size=list_size)
             _check(case)
             cases.append(case)
     return Casebook(tuple(cases), sources, bp_codes)
@@ -342,7 +353,7 @@ def _load(folder: Path) -> Casebook:
 
 def _check(case: Case) -> None:
     """A case must state every result it touches, so its unit tests are complete."""
-    if not (case.registers or case.indicators or case.population):
+    if not (case.registers or case.indicators or case.population or case.list_size):
         raise CasebookError(f"{case.id}: expects nothing")
     clusters_used = set().union(*(e.clusters for e in case.events)) if case.events else set()
     for reg, rule in register_rules().items():
@@ -359,6 +370,25 @@ def _check(case: Case) -> None:
         reg = indicator_rules()[ind]["register"]
         if not case.registers.get(reg, (False,))[0]:
             raise CasebookError(f"{case.id}: states {ind} but is not expected on {reg}")
+
+
+# -- publication cases (publication.yml): counts in, what is published out ---------------------------
+
+def publication_cases(folder: Path | None = None) -> list[dict]:
+    """The small-number rule's cases: ``count``/``counts`` (and the exact ``total`` of them) or a
+    ``numerator`` and ``denominator``, each with what is published; cites checked like the others."""
+    folder = folder or casebook_dir()
+    sources = _yaml((folder / "sources.yml").read_text())["sources"]
+    doc = _yaml((folder / "publication.yml").read_text())
+    out = []
+    for raw in doc["cases"]:
+        cite = raw.get("cite") or {}
+        if cite.get("source") not in sources or not cite.get("rule"):
+            raise CasebookError(f"{raw.get('id')}: cite.source must be one of {sorted(sources)}, with cite.rule")
+        if not raw.get("expect"):
+            raise CasebookError(f"{raw.get('id')}: expects nothing")
+        out.append(raw)
+    return out
 
 
 # -- dbt unit tests -----------------------------------------------------------------------------------

@@ -12,7 +12,18 @@ Shared definitions
   on S (no death or death > S), not a dummy/test patient. A registration end or death counts once
   the practice has recorded it (on or before the data date). SystmOne patients can hold more than
   one GMS registration at the practice (their history is sent): any one active counts, once.
-- Age: completed years on the date. 5-year bands 0-4 ... 90-94, 95+ (PRGP).
+- Age: completed years on the date. 5-year bands 0-4 ... 90-94, 95+, and single years 0 ... 94,
+  95+ (PRGP metadata: AGE is "a single year ranging from 0 to 94. All ages from 95 onwards are
+  grouped as 95+").
+- Past list-size snapshots: a patient counts on S when a registration period the extract holds
+  covers S, the same for both suppliers; what the extract holds differs (SystmOne sends every GMS
+  registration at the practice, EMIS the record's current one), so :class:`_View` keeps a TPP
+  patient's further registrations and not an EMIS one's.
+
+Publication (NHS Digital disclosure control for HES and ECDS, September 2018; marts.md 5.4):
+:func:`sdc_count` and :func:`sdc_rate` - below national level 0 stays 0, 1 to 7 is suppressed,
+anything else is rounded to the nearest 5; a percentage is calculated from the rounded numerator
+and the rounded denominator; a total is calculated from the unrounded values and then rounded.
 - Shared-care rows (recorded by another organisation, TPP) are not the practice's and never count.
 - A code belongs to every cluster whose code list holds it (seeds/codelists): some concepts are in
   two lists (AST_COD and COPD_COD share three, HYP_COD and CKD_COD three), and each register counts
@@ -51,6 +62,7 @@ import csv
 import datetime as dt
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from im1dev.synth.clinical import PatientRecord, patient_record
@@ -157,6 +169,33 @@ def age_band(age: int) -> str:
         return "95+"
     lo = (age // 5) * 5
     return f"{lo}-{lo + 4}"
+
+
+def age_single(age: int) -> str:
+    """PRGP's single year of age: '0' ... '94', '95+'."""
+    return "95+" if age >= 95 else str(age)
+
+
+def sdc_count(n: int | None) -> int | None:
+    """A count as published below national level: 0 -> 0, 1-7 -> None (suppressed), else the
+    nearest multiple of 5 (an integer count is never exactly half-way)."""
+    if n is None:
+        return None
+    if n == 0:
+        return 0
+    if 1 <= n <= 7:
+        return None
+    return 5 * ((2 * n + 5) // 10)
+
+
+def sdc_rate(numerator: int, denominator: int, digits: int = 1) -> Decimal | None:
+    """A percentage as published: from the rounded numerator and the rounded denominator (each
+    the exact count put through :func:`sdc_count`); None when either is suppressed or the
+    denominator is 0. Rounded half away from zero to ``digits`` decimals."""
+    num, den = sdc_count(numerator), sdc_count(denominator)
+    if num is None or den is None or den == 0:
+        return None
+    return (Decimal(100 * num) / Decimal(den)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
 
 
 def months_before(d: dt.date, months: int) -> dt.date:
@@ -465,6 +504,7 @@ def compute(world: World, as_of: dt.date, records=None) -> dict[str, list[dict]]
     population in tests.
     """
     list_counts: Counter = Counter()
+    single_counts: Counter = Counter()
     reg_counts: Counter = Counter()
     denoms: Counter = Counter()
     ind_counts: Counter = Counter()
@@ -484,6 +524,7 @@ def compute(world: World, as_of: dt.date, records=None) -> dict[str, list[dict]]
         for s in dates:
             if v.registered_on(s):
                 list_counts[(ods, s, sex, age_band(age_on(p.dob, s)))] += 1
+                single_counts[(ods, s, sex, age_single(age_on(p.dob, s)))] += 1
         # -- appointments (GPAD) and prescribing: everything the practice recorded -----------
         for a in rec.appointments:
             cell = gpad_cell(a, staff[a.clinician].job_category_code, v.d)
@@ -507,7 +548,12 @@ def compute(world: World, as_of: dt.date, records=None) -> dict[str, list[dict]]
                 ind_counts[(ods, q, ind, "numerator")] += status == "numerator"
                 ind_counts[(ods, q, ind, "denominator")] += status != "excluded"
                 ind_counts[(ods, q, ind, "pca_count")] += status == "excluded"
-    return _tables(world, as_of, qdates, list_counts, reg_counts, denoms, ind_counts, appts, rx)
+    out = _tables(world, as_of, qdates, list_counts, reg_counts, denoms, ind_counts, appts, rx)
+    out["list_size_single_age"] = [
+        {"practice_code": k[0], "snapshot_date": k[1].isoformat(), "sex": k[2], "age": k[3], "patients": n}
+        for k, n in sorted(single_counts.items())
+    ]
+    return out
 
 
 def _tables(world, as_of, qdates, list_counts, reg_counts, denoms, ind_counts, appts, rx) -> dict[str, list[dict]]:
