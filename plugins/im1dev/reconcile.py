@@ -212,8 +212,14 @@ ACTIVITY_MARTS: dict[str, Mart] = {
     ),
     "prescribing": Mart(
         "marts.mart_prescribing",
-        key=("practice_code", "issue_month", "dmd_code", "drug"),
-        values=("items",),
+        key=("practice_code", "issue_month", "dmd_code"),
+        values=("drug", "is_mapped", "bnf_presentation_code", "bnf_chemical_code", "bnf_paragraph_code",
+                "bnf_section_code", "bnf_chapter_code", "items", "quantity", "list_size", "items_per_1000"),
+    ),
+    "prescribing_bnf": Mart(
+        "marts.mart_prescribing_bnf",
+        key=("practice_code", "issue_month", "bnf_level", "bnf_code"),
+        values=("bnf_name", "items", "quantity", "list_size", "items_per_1000"),
     ),
 }
 MARTS.update(ACTIVITY_MARTS)
@@ -221,5 +227,5 @@ MARTS.update(ACTIVITY_MARTS)
 
 def compare_activity(conn: psycopg.Connection, truth_tables: dict[str, list[dict]], *,
                      practices: Iterable[str] | None = None) -> dict[str, Diff]:
-    """:func:`compare` for the activity marts only (mart_appointments, mart_prescribing)."""
+    """:func:`compare` for the activity marts only (mart_appointments, mart_prescribing, mart_prescribing_bnf)."""
     return compare(conn, {t: rows for t, rows in truth_tables.items() if t in ACTIVITY_MARTS}, practices=practices)

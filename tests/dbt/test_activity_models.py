@@ -33,7 +33,8 @@ FEED = "it_activity"
 ODS = "Z99301"
 TPP_FEED = "it_activity_tpp"
 TPP_ODS = "Z91377"
-SELECT = ["--select", "+pub_appointments", "+pub_prescribing", "+int_medication_authorisations", "+mart_qof_registers",
+SELECT = ["--select", "+pub_appointments", "+pub_prescribing", "+mart_prescribing_bnf", "prescribing_unmapped_drugs",
+          "+int_medication_authorisations", "+mart_qof_registers",
           "+mart_qof_indicators", "+int_organisations"]
 
 
@@ -112,7 +113,8 @@ def _state(db) -> dict[str, set[tuple]]:
         "int_medication_issues": set(db.execute(INT_ISSUES, practices).fetchall()),
         "int_medication_authorisations": set(db.execute(INT_AUTHORISATIONS, practices).fetchall()),
         **{rel: set(db.execute(f"select * from {rel} where practice_code = any(%s)", practices).fetchall())  # noqa: S608
-           for rel in ("marts.mart_appointments", "marts.mart_prescribing", "published.pub_appointments")},
+           for rel in ("marts.mart_appointments", "marts.mart_prescribing", "marts.mart_prescribing_bnf",
+                       "published.pub_appointments", "published.pub_prescribing")},
     }
 
 
@@ -143,6 +145,9 @@ def test_activity_marts_match_truth_and_incremental_equals_full_refresh(warehous
         diffs = reconcile.compare_activity(reader, truth.compute(world, world.start), practices=[ODS])
     assert all(d.ok for d in diffs.values()), {k: d.summary() for k, d in diffs.items()}
     assert all(d.rows > 10 for d in diffs.values())
+    # the truth matched with private prescriptions in the EMIS extract (they are not items)
+    assert any(_col("Prescribing_IssueRecord", r, "IsPrivatelyPrescribed") == "true"
+               for r in bulk["Prescribing_IssueRecord"])
     # the QOF casebook cases planted in both practices: every expected answer, EMIS and SystmOne
     # (including a SystmOne patient with two overlapping GMS registrations, counted once)
     check = casebook.check_warehouse(db, [world, tpp_world])

@@ -158,6 +158,18 @@ class Issue:
     entered: int
     clinician: int
     deleted: int | None = None
+    quantity: float | None = None  # None: the drug's usual quantity (drug.quantity)
+    private: bool = False  # a private prescription (not an NHS one); only EMIS can flag it
+
+    @property
+    def issued_quantity(self) -> float:
+        return self.drug.quantity if self.quantity is None else self.quantity
+
+
+# about one issue in PRIVATE_ONE_IN is a private prescription, at EMIS practices only (SystmOne's
+# SRPrimaryCareMedication has no column to flag one). Chosen from the issue id, not the random
+# stream, so the rest of every record stays as it was.
+PRIVATE_ONE_IN = 97
 
 
 @dataclass(slots=True)
@@ -210,6 +222,7 @@ class PatientRecord:
     diary: list[DiaryEntry] = field(default_factory=list)
     history: list[HistoryRow] = field(default_factory=list)
     conditions: dict[str, int] = field(default_factory=dict)  # condition -> first diagnosis date
+    private_scripts: bool = False  # the practice's system flags private prescriptions (EMIS)
 
 
 def _poisson(rng: Rng, lam: float) -> int:
@@ -276,6 +289,7 @@ def patient_record(world: World, p: Patient, staff: list[Staff] | None = None) -
     ids = _Ids(p.key)
     rec = PatientRecord(patient=p)
     v = world.volume
+    rec.private_scripts = world.practice(p.ods_code).supplier == "emis"
     clin = staff if staff is not None else world.staff_of(p.ods_code)
     gp_keys = [s.key for s in clin if s.role == "GP"] or [s.key for s in clin]
     nurse_keys = [s.key for s in clin if s.role != "GP"] or gp_keys
@@ -593,6 +607,7 @@ def _cumulative(weights: list[float]):
 def _issue(rng: Rng, rec: PatientRecord, ids: _Ids, a: Authorisation, day: int, entered: int, who: int) -> Issue:
     i = Issue(id=ids(), guid=guid_from_bits(rng.getrandbits(128)), auth=a.id, auth_guid=a.guid, drug=a.drug,
               date=day, entered=entered, clinician=who)
+    i.private = rec.private_scripts and i.id % PRIVATE_ONE_IN == 0
     rec.issues.append(i)
     a.issues.append(entered)
     return i

@@ -111,6 +111,11 @@ class Drug:
         return emis_code_id("drug:" + self.key)
 
 
+def quantity_text(q: float) -> str:
+    """A quantity as a supplier writes it: 28, 2.5."""
+    return str(int(q)) if float(q).is_integer() else f"{q:g}"
+
+
 def _stable_int(text: str, lo: int, span: int) -> int:
     h = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
     return lo + h % span

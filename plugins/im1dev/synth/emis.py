@@ -230,10 +230,10 @@ class EmisView:
                 IssueRecordGuid=i.guid, PatientGuid=pg, OrganisationGuid=org, DrugRecordGuid=i.auth_guid,
                 EffectiveDate=iso(i.date), EffectiveDatePrecision="YMD", EnteredDate=iso(i.entered),
                 EnteredTime="11:05:00", ClinicianUserInRoleGuid=who, EnteredByUserInRoleGuid=who,
-                CodeId=str(i.drug.emis_code_id), Dosage=i.drug.dosage, Quantity=str(i.drug.quantity),
+                CodeId=str(i.drug.emis_code_id), Dosage=i.drug.dosage, Quantity=codes.quantity_text(i.issued_quantity),
                 QuantityUnit=i.drug.unit, CourseDurationInDays=str(i.drug.course_days),
                 EstimatedNhsCost=f"{i.drug.cost_pence / 100:.2f}", IsConfidential=FALSE,
-                IsPrescribedAsContraceptive=FALSE, IsPrivatelyPrescribed=FALSE,
+                IsPrescribedAsContraceptive=FALSE, IsPrivatelyPrescribed=_b(i.private),
                 IssueMethodDescription="Electronic Prescription Service", Deleted=FALSE)
 
         s_cols = COLS["Appointment_Slot"]

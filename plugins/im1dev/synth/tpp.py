@@ -60,6 +60,13 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _DATES: dict[int, str] = {}
 
 
+
+def free_text_name(drug: codes.Drug) -> str:
+    """The medication name as a SystmOne user's free text shows it: not the dm+d name (here upper
+    case with the pack, e.g. 'RAMIPRIL 5MG CAPSULES x28'), so a mart that names a drug from
+    the supplier's text instead of the dm+d -> BNF mapping shows it."""
+    return f"{drug.name.upper()} x{codes.quantity_text(drug.quantity)}"
+
 def tdate(day: int | None, seconds: int = 0, *, with_seconds: bool = True) -> str:
     """``dd MMM yyyy HH:mm:ss`` (TPP)."""
     if day is None:
@@ -211,7 +218,7 @@ class TppView:
                 "SRRepeatTemplate", RowIdentifier=au.id, IDOrganisationVisibleTo=ods,
                 DateEventRecorded=tdate(au.entered, 11 * 3600), DateEvent=tdate(au.start),
                 IDProfileEnteredBy=STAFF_PROFILE_OFFSET + au.clinician, IDDoneBy=au.clinician,
-                IDOrganisationDoneAt=ods, IDMultiLexDMD=au.drug.dmd, NameOfMedication=au.drug.name,
+                IDOrganisationDoneAt=ods, IDMultiLexDMD=au.drug.dmd, NameOfMedication=free_text_name(au.drug),
                 DateMedicationTemplateStart=tdate(au.start), DateMedicationTemplateEnd=tdate(au.end) if ended else "",
                 MedicationDosage=au.drug.dosage, MedicationQuantity=f"{au.drug.quantity} {au.drug.unit}",
                 MaxIssues=au.max_issues, CourseLengthPerIssue=au.drug.course_days,
@@ -224,9 +231,9 @@ class TppView:
                 "SRPrimaryCareMedication", RowIdentifier=i.id, IDOrganisationVisibleTo=ods,
                 DateEventRecorded=tdate(i.entered, 11 * 3600 + 300), DateEvent=tdate(i.date),
                 IDProfileEnteredBy=STAFF_PROFILE_OFFSET + i.clinician, IDDoneBy=i.clinician,
-                IDOrganisationDoneAt=ods, IDMultiLexDMD=i.drug.dmd, NameOfMedication=i.drug.name,
+                IDOrganisationDoneAt=ods, IDMultiLexDMD=i.drug.dmd, NameOfMedication=free_text_name(i.drug),
                 DateMedicationStart=tdate(i.date), DateMedicationEnd=tdate(i.date + i.drug.course_days),
-                MedicationDosage=i.drug.dosage, MedicationQuantity=f"{i.drug.quantity} {i.drug.unit}",
+                MedicationDosage=i.drug.dosage, MedicationQuantity=f"{codes.quantity_text(i.issued_quantity)} {i.drug.unit}",
                 IsRepeatMedication=TRUE if i.drug.repeat else FALSE, IsOtherMedication=FALSE,
                 IsDentalMedication=FALSE, IsHospitalMedication=FALSE, IDRepeatTemplate=i.auth, IDPatient=p.key,
                 IDOrganisation=ods, IDOrganisationRegisteredAt=ods, RemovedData="0")

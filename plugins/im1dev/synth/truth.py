@@ -54,12 +54,27 @@ GPAD (Appointments in General Practice; casebook/sources.yml GPAD-*, NHSE-RECORD
 - Lead time: calendar days from booking to appointment, banded Same Day, 1 Day, 2 to 7 Days,
   8 to 14 Days, 15 to 21 Days, 22 to 28 Days, More than 28 Days; none or negative Unknown / Data
   Quality (GPAD-SI).
+
+Prescribing (the English Prescribing Dataset's definitions; casebook/rx_prescribing.yml cites each)
+- An item is a product on a prescription form (EPD ITEMS): one issue of the record is one item.
+  Quantity is the issued quantities added up (EPD TOTAL_QUANTITY = quantity x items).
+- NHS prescriptions only: a private prescription is not an item (NHSBSA's prescription data
+  exclude private prescriptions).
+- Counted in the calendar month of the issue date, on or before the data date.
+- The product's name and BNF presentation come from the dm+d -> BNF mapping (seed dmd_bnf_map);
+  the BNF chapter, section, paragraph and chemical substance are the first 2, 4, 6 and 9
+  characters of the presentation code (NHSBSA). A product not in the mapping has no name and no
+  BNF code, and is one bucket, 'unmapped', at every BNF level.
+- Items per 1,000 patients: items x 1,000 / the list size on the first day of the month (the
+  national list size is a snapshot as at the 1st), rounded half up to 2 decimals; none when that
+  day's list size is not held (or is 0). Quantity is rolled up only at presentation level.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -509,7 +524,7 @@ def compute(world: World, as_of: dt.date, records=None) -> dict[str, list[dict]]
     denoms: Counter = Counter()
     ind_counts: Counter = Counter()
     appts: Counter = Counter()
-    rx: Counter = Counter()
+    rx: dict = {}
     staff = {s.key: s for s in world.staff}
     dates = snapshot_dates(as_of)
     qdates = qof_dates(as_of)
@@ -530,8 +545,7 @@ def compute(world: World, as_of: dt.date, records=None) -> dict[str, list[dict]]
             cell = gpad_cell(a, staff[a.clinician].job_category_code, v.d)
             if cell is not None:
                 appts[(ods, dt.date.fromordinal(a.date).replace(day=1), *cell)] += 1
-        for i in v.issues:
-            rx[(ods, dt.date.fromordinal(i.date).replace(day=1), i.drug.dmd, i.drug.name)] += 1
+        rx_items(v, rx, ods)
         # -- QOF registers and indicators on every QOF reference date --------------------------
         for q in qdates:
             got = qof_patient(v, q)
@@ -580,11 +594,84 @@ def _tables(world, as_of, qdates, list_counts, reg_counts, denoms, ind_counts, a
          "hcp_type": k[4], "lead_time_band": k[5], "appointments": n}
         for k, n in sorted(appts.items())
     ]
-    out["prescribing"] = [
-        {"practice_code": k[0], "issue_month": k[1].isoformat(), "dmd_code": k[2], "drug": k[3], "items": n}
-        for k, n in sorted(rx.items())
-    ]
+    lists: Counter = Counter()
+    for (ods, day, _sex, _band), n in list_counts.items():
+        lists[(ods, day)] += n
+    out.update(prescribing(rx, lists))
     return out
+
+
+# -- prescribing ------------------------------------------------------------------------------------
+
+BNF_LEVELS = (("chapter", 2), ("section", 4), ("paragraph", 6), ("chemical", 9), ("presentation", 15))
+UNMAPPED = "unmapped"
+UNMAPPED_NAME = "Unmapped: no BNF code for the dm+d product"
+
+
+@functools.cache
+def dmd_bnf_map() -> dict[str, dict]:
+    """The dm+d -> BNF mapping (reference data: dbt seed prescribing/dmd_bnf_map), by dm+d code."""
+    from im1 import paths
+
+    with open(paths.dbt_project_dir() / "seeds" / "prescribing" / "dmd_bnf_map.csv", newline="", encoding="utf-8") as fh:
+        return {r["dmd_code"]: r for r in csv.DictReader(fh)}
+
+
+def rx_items(v: _View, rx: dict, ods: str) -> None:
+    """Add a patient's NHS items to ``rx``: (practice, month, dm+d code) -> [items, quantity]."""
+    for i in v.issues:
+        if i.date > v.d or i.private:
+            continue
+        key = (ods, dt.date.fromordinal(i.date).replace(day=1), i.drug.dmd)
+        items, qty = rx.get(key, (0, 0))
+        rx[key] = (items + 1, qty + i.issued_quantity)
+
+
+def per_1000(items: int, list_size: int | None) -> Decimal | None:
+    if not list_size:
+        return None
+    return (Decimal(1000 * items) / Decimal(list_size)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def prescribing(rx: dict, lists: dict) -> dict[str, list[dict]]:
+    """The prescribing tables from the items per practice, month and product and the list sizes
+    per practice and first of the month."""
+    bnf = dmd_bnf_map()
+    products, levels = [], defaultdict(lambda: [0, 0, None])
+    for (ods, month, dmd), (items, qty) in sorted(rx.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
+        m = bnf.get(dmd)
+        code = m["bnf_presentation_code"] if m else None
+        size = lists.get((ods, month)) or None
+        products.append({
+            "practice_code": ods, "issue_month": month.isoformat(), "dmd_code": dmd,
+            "drug": m["dmd_name"] if m else None, "is_mapped": m is not None,
+            **{f"bnf_{level}_code": code[:n] if code else None for level, n in BNF_LEVELS},
+            "items": items, "quantity": qty, "list_size": size, "items_per_1000": per_1000(items, size)})
+        for level, n in BNF_LEVELS:
+            at = code[:n] if code else UNMAPPED
+            name = (m[f"bnf_{level}_name"] if m else UNMAPPED_NAME)
+            cell = levels[(ods, month, level, at)]
+            cell[0] += items
+            cell[1] += qty
+            cell[2] = (name, size)
+    return {
+        "prescribing": products,
+        "prescribing_bnf": [
+            {"practice_code": ods, "issue_month": month.isoformat(), "bnf_level": level, "bnf_code": code,
+             "bnf_name": name, "items": items,
+             "quantity": qty if level == "presentation" and code != UNMAPPED else None,
+             "list_size": size, "items_per_1000": per_1000(items, size)}
+            for (ods, month, level, code), (items, qty, (name, size)) in sorted(levels.items())],
+    }
+
+
+def patient_prescribing(v: _View, ods: str, as_of: dt.date) -> dict[str, list[dict]]:
+    """The prescribing tables of a practice whose only patient is ``v`` (a casebook case): its
+    list size on the first of a month is 1 when it is registered that day."""
+    rx: dict = {}
+    rx_items(v, rx, ods)
+    lists = {(ods, s): 1 for s in snapshot_dates(as_of) if v.registered_on(s)}
+    return prescribing(rx, lists)
 
 
 def list_size(world: World, on: dt.date, as_of: dt.date | None = None) -> list[dict]:

@@ -76,3 +76,41 @@ def test_casebook_cites_and_covers_every_rule():
 
 def test_committed_unit_tests_are_the_compiled_casebook():
     assert not casebook.stale(), "run `im1 casebook gen` and commit dbt_project/models/intermediate/qof/_qof__casebook_unit_tests.yml"
+
+
+RX_CASES = [c for c in BOOK.cases if c.prescribing is not None]
+
+
+def _rx_row(row: dict) -> dict:
+    """A truth row in the casebook's columns and types."""
+    out = {k: row[k] for k in casebook.PRESCRIBING_COLUMNS}
+    out["issue_month"] = dt.date.fromisoformat(row["issue_month"])
+    return out
+
+
+@pytest.mark.parametrize("case", RX_CASES, ids=lambda c: c.id)
+def test_truth_agrees_with_the_prescribing_casebook(case: casebook.Case):
+    """The case alone at a practice: the truth's prescribing rows on the case's reference date are
+    exactly the case's (items, quantity, private prescriptions, names and BNF codes from the
+    mapping, the unmapped bucket, list size on the first of the month)."""
+    for supplier in case.suppliers:
+        world = WORLDS[supplier]
+        practice = world.practices[0]
+        p = casebook.case_patient(world, practice, case, key=1, number=1, nhs_number="9990000018", usual_gp=None)
+        rec = casebook.case_record(world, p, world.staff_of(practice.ods_code))
+        view = truth._View(rec, case.reference_date, supplier)
+        got = truth.patient_prescribing(view, practice.ods_code, case.reference_date)
+        want = sorted(case.prescribing, key=lambda r: (r["issue_month"], r["dmd_code"]))
+        assert [_rx_row(r) for r in got["prescribing"]] == want, f"{case.id} ({supplier}; {case.citation})"
+
+
+def test_prescribing_casebook_covers_every_rule():
+    """Every prescribing source is cited by a case, both suppliers carry the cases they can send,
+    and private prescriptions (which only EMIS flags) are EMIS cases."""
+    cited = {c.source for c in RX_CASES}
+    assert {"NHSBSA-EPD", "NHSBSA-EXCL", "PRGP-SNAPSHOT", "MARTS-RX"} <= cited
+    for c in RX_CASES:
+        private = any(e.private for e in c.events)
+        assert c.suppliers == (("emis",) if private else ("emis", "tpp")), c.id
+    assert any(r["drug"] is None and r["dmd_code"] for c in RX_CASES for r in c.prescribing)  # unmapped bucket
+    assert any(r["list_size"] is None for c in RX_CASES for r in c.prescribing)  # no list size on the 1st
