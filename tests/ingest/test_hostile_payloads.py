@@ -165,3 +165,23 @@ def test_a_file_without_its_header_row_is_quarantined_without_showing_the_line(s
     columns = {r[0] for r in loader.execute(
         "select column_name from information_schema.columns where table_name = 'admin_patient'")}
     assert not [v for v in first if v.lower() in columns]
+
+
+def test_a_row_postgresql_refuses_is_named_by_its_line_and_never_quoted(site, loader):
+    # PostgreSQL's error quotes the whole row in its CONTEXT: neither the ledger, the events nor the
+    # raised error's chain (which a task log prints as a traceback) may carry it
+    world = site.world([ODS])
+    folder = site.publish(world, 0)
+    fault = faults.extra_field(folder, "Admin_Patient", site.keys, row=2)
+    values = [v for v in fault.extra["row_fields"] if len(v) > 3]
+    feed = site.feed("emis_row_refused", [ODS])
+    [err] = run_core(site, feed)
+    assert isinstance(err, QuarantineError) and "line 3" in str(err)
+    chain, e = [], err
+    while e is not None:
+        chain.append(f"{e!r} {e}")
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)  # what a traceback prints
+    [(org, key, status, rows, late, reason)] = batches(loader, feed.id)
+    shown = " ".join([reason, *events(loader, feed.id), *chain])
+    leaked = {v: shown[max(0, shown.index(v) - 150):shown.index(v) + 60] for v in values if v in shown}
+    assert status == "quarantined" and values and not leaked, leaked

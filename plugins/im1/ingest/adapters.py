@@ -174,7 +174,7 @@ class EmisOrganisation(Adapter):
                 version = self._header_version(f.table, f.name, parse_header(head, name=plain.name))
                 copy_stream(conn, schema or self.raw_schema, sf, stream, head)
         except psycopg.errors.DataError as err:
-            raise QuarantineError(f"{f.name}: {copy_error(err)}") from err
+            raise QuarantineError(f"{f.name}: {copy_error(err)}") from None  # the row stays out of tracebacks
         finally:
             plain.unlink(missing_ok=True)
         return sf, version
@@ -570,7 +570,7 @@ class TppGateway(Adapter):
             try:
                 copy_stream(conn, schema or self.raw_schema, sf, reader, head)
             except psycopg.errors.DataError as err:
-                raise QuarantineError(f"{f.name}: {copy_error(err)}") from err
+                raise QuarantineError(f"{f.name}: {copy_error(err)}") from None  # the row stays out of tracebacks
         known = {specs.raw_column_name(c) for c in self.spec_columns(f.table) or ()}
         sf.unknown_columns = [h for h in sf.header if specs.raw_column_name(h) not in known]
         return sf, None

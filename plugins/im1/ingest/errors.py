@@ -22,12 +22,42 @@ QUARANTINE_ERRORS = (DecryptError, HeaderError, FileFormatError, QuarantineError
                      RefusedFileError)
 
 _COPY_LINE = re.compile(r"\bline (\d+)")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def database_error(err: psycopg.Error) -> str:
+    """A database error's primary message with every quoted literal blanked: its DETAIL and CONTEXT
+    (e.g. ``COPY t, line 3: "<the whole row>"``) and literals such as ``invalid input ...: "<value>"``
+    may quote patient data."""
+    primary = err.diag.message_primary or (str(err).splitlines() or [""])[0]
+    return _QUOTED.sub("'…'", primary)
+
+
+def safe_text(err: BaseException) -> str:
+    """What may be written about ``err`` in the ledger, an event or a log line: a database error
+    without the data it quotes; anything else as it is (our own messages never carry row values)."""
+    if isinstance(err, psycopg.Error):
+        return f"{type(err).__name__}: {database_error(err)}"
+    return str(err)
+
+
+def carries_data(err: BaseException | None) -> bool:
+    """True when ``err`` or an error it was raised from is a database error that quotes something (a
+    DETAIL, a CONTEXT such as the COPY line, a quoted literal: it may be a row): such a chain is not
+    re-raised as a cause, so no traceback prints it. A lost connection quotes nothing."""
+    seen = 0
+    while err is not None and seen < 20:
+        if isinstance(err, psycopg.Error) and (err.diag.message_detail or err.diag.context
+                                               or _QUOTED.search(err.diag.message_primary or "")):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
 
 
 def copy_error(err: psycopg.Error) -> str:
     """PostgreSQL's COPY error without the offending row's content (it may hold patient data)."""
     diag = err.diag
-    msg = diag.message_primary or str(err).splitlines()[0]
+    msg = database_error(err)
     line = _COPY_LINE.search(diag.context or "")
     where = f" at line {line.group(1)} of the file (counting the header as line 1)" if line else ""
     return f"the file is not valid CSV for PostgreSQL COPY: {msg}{where}"

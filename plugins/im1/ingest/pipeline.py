@@ -43,7 +43,7 @@ from im1.config import Feed
 from im1.ingest import ledger
 from im1.ingest.adapters import Adapter, EmisMultiOrganisation, adapter_for, archive_root, check_batch_tables
 from im1.ingest.credentials import PgpKey
-from im1.ingest.errors import QUARANTINE_ERRORS, QuarantineError
+from im1.ingest.errors import QUARANTINE_ERRORS, QuarantineError, carries_data, safe_text
 from im1.ingest.load import set_load_context
 from im1.ingest.model import Discovery, FetchedBatch, FetchedFile, Incomplete, LoadResult, PlannedBatch
 from im1.transport.sftp import RemoteFile
@@ -144,12 +144,13 @@ class Pipeline:
         """Record a failed step for its batches: quarantined when the delivery is bad, failed (to be
         retried) otherwise. Works even when ``conn`` died (e.g. it was terminated)."""
         bad = isinstance(err, QUARANTINE_ERRORS)
-        text = f"{type(err).__name__}: {err}".strip()
+        reason = safe_text(err)  # a database error may quote a row: never into the ledger
+        text = reason if isinstance(err, psycopg.Error) else f"{type(err).__name__}: {reason}".strip()
 
         def write(c: psycopg.Connection) -> None:
             for bid in batch_ids:
                 if bad:
-                    ledger.quarantine(c, bid, str(err), feed_id=self.feed.id)
+                    ledger.quarantine(c, bid, reason, feed_id=self.feed.id)
                 else:
                     ledger.mark_failed(c, bid, text, feed_id=self.feed.id)
             c.commit()
@@ -176,7 +177,9 @@ class Pipeline:
         except Exception as err:
             self._fail(holder[0], batch_ids, err)
             if isinstance(err, QUARANTINE_ERRORS):
-                raise QuarantineError(f"{what}: {err}") from err
+                raise QuarantineError(f"{what}: {safe_text(err)}") from (None if carries_data(err) else err)
+            if carries_data(err):  # a database error quoting a row: re-raised without its text
+                raise RuntimeError(f"{what}: {safe_text(err)}") from None
             raise
         finally:
             if holder[0] is not None:

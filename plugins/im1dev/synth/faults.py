@@ -161,6 +161,22 @@ def edit_header(folder: Path, table: str, keys: KeyPair, edit: Callable[[bytes],
     return Fault("header", [p], f"{p.name}: header {what}", {"what": what})
 
 
+def extra_field(folder: Path, table: str, keys: KeyPair, *, row: int = 1) -> Fault:
+    """Give one data row a field more than the header (PostgreSQL: "extra data after last expected
+    column", whose CONTEXT quotes the whole row). ``extra["row_fields"]`` are that row's values."""
+    fields: list[str] = []
+
+    def edit(data: bytes) -> bytes:
+        lines = data.split(b"\r\n")
+        fields.extend(next(csv.reader(io.StringIO(lines[row].decode("utf-8"), newline=""))))
+        lines[row] += b',"surplus"'
+        return b"\r\n".join(lines)
+
+    p = _rewrite(folder, table, keys, edit)
+    return Fault("extra_field", [p], f"{p.name}: data row {row} has a field more than the header",
+                 {"row": row, "row_fields": fields})
+
+
 def drop_header(folder: Path, table: str, keys: KeyPair) -> Fault:
     """Deliver the table without its header row: the first line is then a record."""
     first: list[str] = []
