@@ -43,3 +43,10 @@ def test_ledger_keys_are_one_to_one_and_bounded():
     assert all(len(v) <= paths.KEY_MAX for v in got.values())
     assert got[deep].startswith("reporting-level-00/reporting-level-01/")
     assert paths.bounded_key(deep) == got[deep]  # stable from run to run
+
+
+def test_a_supplier_name_never_becomes_another_files_partial_download():
+    # a held batch archives every file as delivered; "X.part" must not be where "X" resumes from
+    part = paths.local_name("SRPatient.csv.part")
+    assert part != paths.local_name("SRPatient.csv") + ".part"
+    assert paths.local_name("SRPatient.csv") == "SRPatient.csv"

@@ -92,6 +92,7 @@ def owner_only() -> Iterator[None]:
 # its extension, for files). A plain name never ends like that, so two different names never meet.
 
 NAME_MAX = 255
+PARTIAL_SUFFIX = ".part"  # a download in progress is <local name>.part beside it
 LOCAL_NAME_MAX = 240  # bytes: room for a suffix such as ".part" within NAME_MAX
 KEY_MAX = 200  # characters of a ledger batch key
 _HASH_HEX = 32
@@ -125,7 +126,8 @@ def local_name(name: str) -> str:
     ``name`` itself when it is plain text, one path component and at most LOCAL_NAME_MAX bytes;
     otherwise a bounded, collision-free name that keeps a readable prefix and the extension."""
     plain = (_text(name) and "/" not in name and name not in ("", ".", "..")
-             and len(os.fsencode(name)) <= LOCAL_NAME_MAX and not _HASHED.search(name))
+             and len(os.fsencode(name)) <= LOCAL_NAME_MAX and not _HASHED.search(name)
+             and not name.endswith(PARTIAL_SUFFIX))  # never another file's partial download
     if plain:
         return name
     m = _EXT.search(name) if _text(name) else None

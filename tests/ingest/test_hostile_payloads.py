@@ -129,8 +129,9 @@ LONG = "SupplierSpecificColumnWhoseNameIsLongerThanPostgreSQLAllowsForAnIdentifi
         ("wide", lambda h: h + WIDE, "PostgreSQL allows at most 1600 columns"),
         ("long", lambda h: h + f',"{LONG}_A","{LONG}_B"'.encode(), "the same in their first 63 bytes"),
         ("comma", lambda h: h + b",", "has no name"),
+        ("system", lambda h: h + b',"xmin"', "PostgreSQL's system columns"),
     ],
-    ids=["too_many_columns", "truncated_names_clash", "trailing_comma"],
+    ids=["too_many_columns", "truncated_names_clash", "trailing_comma", "system_column"],
 )
 def test_a_header_no_retry_can_load_is_quarantined_at_once(site, loader, name, edit, words):
     world = site.world([ODS])
@@ -185,3 +186,15 @@ def test_a_row_postgresql_refuses_is_named_by_its_line_and_never_quoted(site, lo
     shown = " ".join([reason, *events(loader, feed.id), *chain])
     leaked = {v: shown[max(0, shown.index(v) - 150):shown.index(v) + 60] for v in values if v in shown}
     assert status == "quarantined" and values and not leaked, leaked
+
+
+def test_a_new_column_with_a_name_longer_than_postgresql_keeps_loads(site, loader):
+    # schema drift with a long name: kept under the 63-byte name PostgreSQL keeps, loaded, not quarantined
+    world = site.world([ODS])
+    folder = site.publish(world, 0)
+    faults.add_unknown_column(folder, "Admin_Patient", site.keys, column=LONG)
+    feed = site.feed("emis_long_new_column", [ODS])
+    [ok] = run_core(site, feed)
+    assert ok.status == "loaded"
+    kept = LONG.lower().encode()[:63].decode()
+    assert loader.execute(f"select count(*) from raw_emis.admin_patient where {kept} = 'x'").fetchone()[0] > 0

@@ -145,6 +145,10 @@ PG_MAX_COLUMNS = 1600  # columns a PostgreSQL table can have
 PG_NAME_BYTES = 63  # PostgreSQL cuts longer identifiers to this many bytes (NAMEDATALEN - 1)
 
 
+# PostgreSQL's system columns: a table cannot have a column of that name (error 42701, no retry fixes it)
+SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"})
+
+
 def pg_column_name(column: str) -> str:
     """The name PostgreSQL keeps for a header column's raw column (cut to 63 bytes, whole characters)."""
     return specs.raw_column_name(column).encode()[:PG_NAME_BYTES].decode("utf-8", "ignore")
@@ -162,12 +166,13 @@ def check_header(table: str, header: list[str], known_columns: list[str], file_n
     if dupes:
         raise HeaderError(f"{file_name}: column(s) {', '.join(dupes)} appear more than once in the header")
     _check_truncation(header, file_name)
-    clash = sorted(set(raw) & set(META_NAMES))
+    clash = sorted(set(raw) & (set(META_NAMES) | SYSTEM_COLUMNS))
     if clash:
-        raise HeaderError(f"{file_name}: header uses reserved metadata column name(s) {', '.join(clash)}")
+        raise HeaderError(f"{file_name}: header uses reserved column name(s) {', '.join(clash)} (the platform's "
+                          "metadata or PostgreSQL's system columns)")
     _check_width(header, known_columns, file_name)
-    known = {specs.raw_column_name(c) for c in known_columns}
-    return [h for h in header if specs.raw_column_name(h) not in known]
+    known = {pg_column_name(c) for c in known_columns}  # compared as PostgreSQL keeps names (63 bytes)
+    return [h for h in header if pg_column_name(h) not in known]
 
 
 def _check_names(header: list[str], file_name: str) -> None:
@@ -261,7 +266,7 @@ def copy_stream(conn: psycopg.Connection, schema: str, f: StagedFile, reader, he
     f.unknown_columns = check_header(f.table, f.header, existing, f.path.name)
     for col in f.unknown_columns:
         # keep unknown columns: schema drift is normal, and the data is not ours to drop
-        add_column(conn, schema, raw_table, specs.raw_column_name(col))
+        add_column(conn, schema, raw_table, pg_column_name(col))
     conn.execute("select set_config('im1.file_id', %s, true)", (str(f.file_id),))
     conn.execute("select setval(%s::regclass, 1, false)", (ROW_SEQ,))
     claim_load_seq(conn, schema, raw_table)
