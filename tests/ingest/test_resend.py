@@ -133,14 +133,15 @@ def _manifest_dates(folder: Path) -> tuple[str, str]:
     return (f"{row.date_from:%Y%m%d_%H%M}" if row.date_from else "", f"{row.date_to:%Y%m%d_%H%M}")
 
 
-def _tpp_folder(root: Path, name: str, files: dict[str, bytes], listed: list[str], dates: tuple[str, str]) -> Path:
+def _tpp_folder(root: Path, name: str, files: dict[str, bytes], listed: list[str], dates: tuple[str, str],
+                delta: str = "Y") -> Path:
     """A batch folder written as TPP does: the files, then SRManifest.csv listing ``listed``."""
     folder = root / name
     folder.mkdir()
     for n, data in files.items():
         (folder / n).write_bytes(data)
     lines = ['"FileName","IsDelta","IsReference","DateExtractFrom","DateExtractTo"']
-    lines += [f'"{t}","Y","N","{dates[0]}","{dates[1]}"' for t in listed]
+    lines += [f'"{t}","{delta}","N","{dates[0]}","{dates[1]}"' for t in listed]
     (folder / tpp.MANIFEST).write_bytes(("\r\n".join(lines) + "\r\n").encode("cp1252"))
     return folder
 
@@ -179,3 +180,21 @@ def test_tpp_re_send_with_a_new_extract_time_is_held_and_quiet_days_still_load(g
                                  (feed.id,)).fetchall())
     assert status == {day0.name: "loaded", day1.name: "loaded", quiet[0].name: "loaded", quiet[1].name: "loaded",
                       copy.name: "quarantined"}
+
+
+def test_tpp_full_files_that_go_back_to_earlier_content_load(gateway, loader):
+    # a full file (IsDelta N) replaces the table: A, then B, then A again is the practice's state, not a re-send
+    ods = "Z93132"
+    world = gateway.world(ods)
+    feed = gateway.feed("tpp_full_again", ods)
+    day0, day1 = gateway.publish(world, 0), gateway.publish(world, 1)
+    assert [r.status for r in run_tpp(gateway.loader_url, feed)] == ["loaded", "loaded"]
+    frm, to = _manifest_dates(day1)
+    a = (day0 / "SRRota.csv").read_bytes()
+    header, *rows = a.split(b"\r\n")
+    b = b"\r\n".join([header, *rows[1:]])
+    assert a != b and len([r for r in rows if r]) > 1
+    names = [_tpp_folder(gateway.root, _shift(day1.name[:8] + "_0000", d)[:8] + "_0315", {"SRRota.csv": data},
+                         ["SRRota"], (_shift(frm, d), _shift(to, d)), delta="N")
+             for d, data in ((1, a), (2, b), (3, a))]
+    assert [r.status for r in run_tpp(gateway.loader_url, feed)] == ["loaded"] * 3, names

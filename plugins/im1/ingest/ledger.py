@@ -398,14 +398,17 @@ def same_content_as(conn: psycopg.Connection, batch_id: int, *, ignore_tables: l
     file (no rows: no evidence) or an identical lookup table (ignored) never makes a batch a
     duplicate, nor does one identical table among changed ones (the sets differ); a quiet day that
     carries nothing but such files has no evidence and always loads. Only files hashed when loaded
-    count (``plain_sha256`` is set by the load).
+    count (``plain_sha256`` is set by the load). A full file (SystmOne ``IsDelta`` false) is not
+    evidence either: it replaces the table's earlier rows for the organisation, so loading the same
+    full file again changes nothing, and a quiet practice's full extract repeats itself by right
+    (and a table that goes back to earlier content, A then B then A, must load).
     """
     row = conn.execute(
         """
         with mine as (
             select table_name, plain_sha256 from ingest.files
              where batch_id = %(b)s and rows_in_file > 0 and plain_sha256 is not null
-               and table_name <> all(%(ignore)s)),
+               and is_delta is not false and table_name <> all(%(ignore)s)),
         me as (select feed_id, organisation from ingest.batches where batch_id = %(b)s),
         candidates as (
             select distinct e.batch_id from ingest.files f join mine using (table_name, plain_sha256)
@@ -413,7 +416,8 @@ def same_content_as(conn: psycopg.Connection, batch_id: int, *, ignore_tables: l
              where e.batch_id <> %(b)s and e.status = %(loaded)s),
         evidence as (
             select f.batch_id, f.table_name, f.plain_sha256 from ingest.files f join candidates using (batch_id)
-             where f.rows_in_file > 0 and f.plain_sha256 is not null and f.table_name <> all(%(ignore)s))
+             where f.rows_in_file > 0 and f.plain_sha256 is not null and f.is_delta is not false
+               and f.table_name <> all(%(ignore)s))
         select e.batch_key from ingest.batches e join candidates c using (batch_id)
          where not exists (select table_name, plain_sha256 from mine
                            except select table_name, plain_sha256 from evidence v where v.batch_id = c.batch_id)
