@@ -215,6 +215,20 @@ def test_a_wrong_passphrase_is_our_configuration_fault_not_the_delivery(encrypte
     assert not out.exists()
 
 
+def test_our_own_key_failing_here_is_a_local_fault_not_the_delivery(encrypted, pgp_keys, tmp_path):
+    # the keyring holds the feed's key but its secret part cannot be used here (a damaged keyring, a
+    # failed agent): gpg says "no secret key" for our own key ID; the delivery is not to blame
+    out = tmp_path / "out.csv"
+    with Keyring() as kr:
+        kr.import_key(pgp_keys.secret_armored, pgp_keys.passphrase)
+        for f in (kr.home / "private-keys-v1.d").iterdir():
+            f.unlink()
+        with pytest.raises(LocalFault) as err:
+            kr.decrypt_file(encrypted / "ok.csv.gpg", out, passphrase=pgp_keys.passphrase)
+    assert "local fault" in str(err.value) and "feed's own key" in str(err.value)
+    assert not isinstance(err.value, QUARANTINE_ERRORS) and not out.exists()
+
+
 def test_a_compression_bomb_stops_at_the_limit(hostile, pgp_keys, tmp_path):
     """A ~70 KB file that expands to 64 MiB: gpg is stopped at the limit; no more than the limit is
     ever written or read, and nothing is left behind."""

@@ -199,6 +199,14 @@ class Keyring:
         subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
+    def key_ids(self) -> frozenset[str]:
+        """The long IDs of every key and subkey in this keyring (the feed's own)."""
+        ids = set()
+        for key in self.gpg.list_keys():
+            ids.add(str(key.get("keyid", "")).upper())
+            ids.update(str(sub[0]).upper() for sub in key.get("subkeys", []) if sub)
+        return frozenset(i for i in ids if i)
+
     def __enter__(self) -> Keyring:
         return self
 
@@ -393,7 +401,7 @@ class _Decryption:
                              "delivery's; nothing of the file was loaded; the load is retried",
                              file=name, detail=stderr[-2000:])
         if not _Status.parse(stderr).decrypted:
-            raise classify_failure(stderr, name, src_size=_size(self.src))
+            raise classify_failure(stderr, name, src_size=_size(self.src), own_keys=self.kr.key_ids())
 
 
 def _size(path: Path) -> int:
@@ -496,11 +504,17 @@ _SIGNATURE = ("NEWSIG", "GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "R
 _RESEND = "the supplier must re-send it encrypted to the feed's public key"
 
 
-def classify_failure(stderr: str, name: str, *, src_size: int = -1) -> DecryptError | LocalFault:
+def classify_failure(stderr: str, name: str, *, src_size: int = -1,
+                     own_keys: frozenset[str] = frozenset()) -> DecryptError | LocalFault:
     """Turn gpg's status report into one specific error saying whose fault it is: what the message
-    is (not PGP, not encrypted, symmetric, for other keys), then whether our key opens it, then its data."""
+    is (not PGP, not encrypted, symmetric, for other keys), then whether our key opens it, then its data.
+    ``own_keys``: the key IDs in our keyring (a recipient that is one of them and yet "has no secret
+    key" means our keyring or gpg's agent failed here: a local fault, not the delivery's)."""
     st = _Status.parse(stderr)
     detail = "\n".join(line for line in stderr.splitlines() if "KEY_CONSIDERED" not in line)[-2000:]
+    local = _our_side_failed(st, stderr, own_keys)
+    if local is not None:
+        return LocalFault(local, file=name, detail=detail)
     for check in (_not_a_message, _not_for_us, _key_failed, _data_failed):
         found = check(st, stderr, src_size)
         if found is not None:
@@ -508,6 +522,26 @@ def classify_failure(stderr: str, name: str, *, src_size: int = -1) -> DecryptEr
             return cls(message, file=name, detail=detail)
     last = detail.splitlines()[-1] if detail else "unknown error"
     return DecryptError(f"decryption failed: {last}", file=name, detail=detail)
+
+
+# gpg's own words when it cannot reach or use its agent (where the secret keys live)
+_AGENT_TROUBLE = ("can't connect to the agent", "no agent running", "problem with the agent",
+                  "error running '/usr/bin/gpg-agent'", "gpg-agent is not available")
+
+
+def _our_side_failed(st: _Status, stderr: str, own_keys: frozenset[str]) -> str | None:
+    """Why this machine, not the file, failed: gpg could not reach its agent, or our own key (which
+    the file names) was reported as having no secret key."""
+    text = stderr.lower()
+    if any(t in text for t in _AGENT_TROUBLE):
+        return ("gpg could not reach its agent, which holds the feed's private key: a local fault, not the "
+                "delivery's (check the temporary folder and the gpg installation); the load is retried")
+    missing = {k[-16:] for k in st.key_ids("NO_SECKEY")} & {k[-16:] for k in own_keys}
+    if missing:
+        return (f"the file is encrypted to the feed's own key ID {', '.join(sorted(missing))}, but gpg could not use "
+                "its private key here (the keyring or gpg's agent failed): a local fault, not the delivery's; "
+                "the load is retried")
+    return None
 
 
 def _not_a_message(st: _Status, stderr: str, src_size: int):
