@@ -192,7 +192,17 @@ def test_bootstrap_takes_raw_back_from_a_loader_that_owned_it(warehouse, db):
         conn.execute("alter table raw_emis.admin_patient enable row level security")
         conn.execute("create trigger planted before insert on ingest.batches for each row "
                      "execute function suppress_redundant_updates_trigger()")
+        # while it owned them: grants to the readers and to everyone, and a view over patient rows
+        conn.execute(sql.SQL("grant usage on schema raw_emis to public, {}").format(sql.Identifier(BI_READER)))
+        conn.execute(sql.SQL("grant select on raw_emis.admin_patient to public, {}").format(sql.Identifier(BI_READER)))
+        conn.execute("grant create on schema raw_emis to public")
+        conn.execute("create view raw_emis.planted_view as select * from raw_emis.admin_patient")
     bootstrap(warehouse)
+    with _as(warehouse, BI_READER) as bi, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        bi.execute("select count(*) from raw_emis.admin_patient")
+    with _as(warehouse, LOADER) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("create table raw_emis.planted (x int)")
+    assert db.execute("select to_regclass('raw_emis.planted_view')").fetchone() == (None,)
     for relation in ("raw_emis.admin_patient", "ingest.batches"):
         assert _owner_of(db, relation) == owner
     assert db.execute("select count(*) from pg_namespace where nspname in ('raw_emis', 'raw_tpp', 'ingest') "

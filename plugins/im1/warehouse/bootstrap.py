@@ -353,9 +353,35 @@ LOADER_TABLE_PRIVILEGES = {"raw_emis": "select, insert, delete", "raw_tpp": "sel
 INGEST_FUNCTIONS = ("load_text", "load_bigint", "load_regclass", "load_ts", "add_raw_column")
 
 
+def _reset_acls(conn: psycopg.Connection) -> None:
+    """Raw and the ledger grant exactly what :func:`_schemas` and :func:`_table_grants` grant: every
+    other privilege on those schemas, their tables and sequences (one granted to PUBLIC or to a
+    reader by a role that once owned them, say) is revoked, and views or other relations the platform
+    never creates there (one could call code that runs as whoever reads it) are dropped."""
+    schemas = [*RAW_SCHEMAS.values(), INGEST_SCHEMA]
+    for nsp, rel, kind in conn.execute(
+            "select n.nspname, c.relname, c.relkind::text from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = any(%s) and c.relkind in ('v', 'm', 'f')", (schemas,)).fetchall():
+        what = {"v": "view", "m": "materialized view", "f": "foreign table"}[kind]
+        log.warning("dropping %s %s.%s (the platform creates none there)", what, nsp, rel)
+        conn.execute(sql.SQL("drop {} {} cascade").format(sql.SQL(what), sql.Identifier(nsp, rel)))
+    grantees = [sql.SQL("public")] + [sql.Identifier(r) for (r,) in conn.execute(
+        "select rolname from pg_roles where rolname !~ '^pg_' and rolname <> all(%s) and rolname <> current_user",
+        ([OWNER],)).fetchall()]
+    for schema in schemas:
+        s = sql.Identifier(schema)
+        for who in grantees:
+            conn.execute(sql.SQL("revoke all on schema {} from {}").format(s, who))
+            conn.execute(sql.SQL("revoke all on all tables in schema {} from {}").format(s, who))
+            conn.execute(sql.SQL("revoke all on all sequences in schema {} from {}").format(s, who))
+        conn.execute(sql.SQL("grant usage on schema {} to {}, {}").format(
+            s, sql.Identifier(TRANSFORMER), sql.Identifier(LOADER)))
+
+
 def _table_grants(conn: psycopg.Connection) -> None:
     """The transformer reads raw and the ledger; the loader writes rows (and adds raw columns through
     ``ingest.add_raw_column``), never DDL."""
+    _reset_acls(conn)
     loader, transformer = sql.Identifier(LOADER), sql.Identifier(TRANSFORMER)
     for schema, privileges in LOADER_TABLE_PRIVILEGES.items():
         s = sql.Identifier(schema)
