@@ -37,7 +37,7 @@ def test_links_and_fifos_are_listed_only_when_asked_and_never_walked_into(gw):
                      (batch / "SRPatient.csv").as_posix(): "file", (root / "linked_batch").as_posix(): "symbolic link"}
 
 
-@pytest.mark.parametrize("make", ["symlink", "fifo", "linked_folder"])
+@pytest.mark.parametrize("make", ["symlink", "fifo", "linked_folder", "hard_link"])
 def test_a_file_swapped_after_listing_is_refused(gw, tmp_path, make):
     root, outside = gw
     target = root / "20261102_0000" / "SRPatient.csv"
@@ -51,6 +51,11 @@ def test_a_file_swapped_after_listing_is_refused(gw, tmp_path, make):
             target.unlink()
             os.mkfifo(target)
             why = "SRPatient.csv is a FIFO"
+        elif make == "hard_link":  # a file from outside, under the listed name (same size, to pass that check)
+            (outside / "secret.csv").write_bytes(b"x" * target.stat().st_size)
+            target.unlink()
+            os.link(outside / "secret.csv", target)
+            why = "SRPatient.csv is a hard link"
         else:
             (root / "20261102_0000").rename(outside / "batch")
             (root / "20261102_0000").symlink_to(outside / "batch", target_is_directory=True)

@@ -194,6 +194,9 @@ class FolderClient:
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise _refused(name, kind_of(st.st_mode))
+        if st.st_nlink > 1:  # a hard link: the same file is also elsewhere, possibly outside the gateway
+            os.close(fd)
+            raise _refused(name, f"hard link ({st.st_nlink} names for one file)")
         os.set_blocking(fd, True)
         return fd, st
 
