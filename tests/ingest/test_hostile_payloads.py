@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 from im1.crypto import BadPassphraseError, Keyring, gpg_binary
 from im1.ingest.credentials import PgpKey
@@ -197,4 +198,5 @@ def test_a_new_column_with_a_name_longer_than_postgresql_keeps_loads(site, loade
     [ok] = run_core(site, feed)
     assert ok.status == "loaded"
     kept = LONG.lower().encode()[:63].decode()
-    assert loader.execute(f"select count(*) from raw_emis.admin_patient where {kept} = 'x'").fetchone()[0] > 0
+    query = sql.SQL("select count(*) from raw_emis.admin_patient where {} = 'x'").format(sql.Identifier(kept))
+    assert loader.execute(query).fetchone()[0] > 0
