@@ -139,7 +139,7 @@ def raw_count(conn, table: str, feed_id: str, organisation: str | None = None) -
 def batches(conn, feed_id: str) -> list[tuple]:
     return conn.execute(
         "select organisation, batch_key, status, rows_loaded, is_late, error from ingest.batches "
-        "where feed_id = %s order by extract_ts, organisation", (feed_id,)).fetchall()
+        "where feed_id = %s order by extract_ts, organisation, batch_id", (feed_id,)).fetchall()
 
 
 def events(conn, feed_id: str) -> list[str]:

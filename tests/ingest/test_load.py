@@ -59,7 +59,7 @@ def test_header_problems_are_specific(loader_conn, tmp_path):
     cases = {
         b"": "empty",
         b'"LocationGuid","LocationGuid"\r\n"{A}","{A}"\r\n': "more than once",
-        b'"LocationGuid","_batch_id"\r\n"{A}","1"\r\n': "reserved metadata column",
+        b'"LocationGuid","_batch_id"\r\n"{A}","1"\r\n': "reserved column name",
     }
     for i, (content, words) in enumerate(cases.items()):
         f = tmp_path / f"bad{i}.csv"

@@ -36,9 +36,16 @@ def database_error(err: psycopg.Error) -> str:
 def safe_text(err: BaseException) -> str:
     """What may be written about ``err`` in the ledger, an event or a log line: a database error
     without the data it quotes; anything else as it is (our own messages never carry row values)."""
-    if isinstance(err, psycopg.Error):
+    if isinstance(err, psycopg.Error) and _quotes(err):
         return f"{type(err).__name__}: {database_error(err)}"
     return str(err)
+
+
+def _quotes(err: psycopg.Error) -> bool:
+    """The database error quotes something that may be data: a DETAIL, a CONTEXT (such as the COPY
+    line), or a quoted literal in its message. A lost connection, say, quotes nothing."""
+    d = err.diag
+    return bool(d.message_detail or d.context or _QUOTED.search(d.message_primary or ""))
 
 
 def carries_data(err: BaseException | None) -> bool:
@@ -47,8 +54,7 @@ def carries_data(err: BaseException | None) -> bool:
     re-raised as a cause, so no traceback prints it. A lost connection quotes nothing."""
     seen = 0
     while err is not None and seen < 20:
-        if isinstance(err, psycopg.Error) and (err.diag.message_detail or err.diag.context
-                                               or _QUOTED.search(err.diag.message_primary or "")):
+        if isinstance(err, psycopg.Error) and _quotes(err):
             return True
         err, seen = err.__cause__ or err.__context__, seen + 1
     return False
