@@ -21,7 +21,8 @@
     HCP type changed, of SystmOne staff profiles whose HCP type changed, of SystmOne appointments
     whose flags (appointment method) changed, of a SystmOne practice
     whose SRMapping changed and of patients whose GMS registrations elsewhere changed; a deleted,
-    un-booked or no longer qualifying appointment is removed. -#}
+    un-booked or no longer qualifying appointment is removed. A change to a GPAD mapping seed
+    (im1_gpad_mappings_fingerprint) rebuilds the model on its next run. -#}
 {{ config(
     materialized='incremental',
     incremental_strategy='im1_replace',
@@ -33,6 +34,7 @@
         {'columns': ['applied_at']},
     ],
     meta={'im1_incremental': {
+        'fingerprint': 'im1_gpad_mappings_fingerprint',
         'sources': [
             {'ref': 'base_emis__appointment_slot', 'key': ["'emis'", 'practice_code', 'slot_guid']},
             {'ref': 'base_tpp__srappointment', 'key': ["'tpp'", 'practice_code', 'row_identifier']},
@@ -174,14 +176,16 @@ appointments as (
 mapped as (
     select
         a.*,
+        -- the slot's DNA flag (EMIS DidNotAttend) is the outcome when the status says no more than
+        -- "booked" or is not mapped: a slot still "Booked" but flagged DNA was not attended (GPAD-SI)
         case
+            when a.did_not_attend and coalesce(m.status_harmonised, 'booked') = 'booked' then 'dna'
             when m.source_status is not null then m.status_harmonised
-            when a.did_not_attend then 'dna'
             else 'unmapped'
         end as status_harmonised,
         case
+            when a.did_not_attend and coalesce(m.status_harmonised, 'booked') = 'booked' then 'DNA'
             when m.source_status is not null then m.gpad_status
-            when a.did_not_attend then 'DNA'
         end as gpad_status,
         mm.national_mode,
         coalesce(mm.gpad_mode, 'Unknown') as gpad_mode,
