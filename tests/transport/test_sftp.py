@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 
 import pytest
 
@@ -35,8 +36,17 @@ def test_recursive_listing_and_download(sftp_server, sftp_settings, tmp_path):
 
 def test_changed_or_unknown_host_key_is_refused(sftp_server, sftp_settings, ssh_keys):
     wrong = dataclasses.replace(sftp_settings, host_key=public_key_line(ssh_keys["other_host"]))
-    with pytest.raises(HostKeyError, match="CHANGED"):
+    with pytest.raises(HostKeyError, match="CHANGED") as err:
         SftpClient(wrong).connect()
+    # the two keys as OpenSSH's SHA256 fingerprints (what `ssh-keygen -lf` prints), not look-alike prefixes
+    from im1.transport.sftp import fingerprint
+
+    assert fingerprint(ssh_keys["host"]) in str(err.value)
+    assert fingerprint(ssh_keys["other_host"]) in str(err.value)
+    line = subprocess.run(["ssh-keygen", "-lf", "-"], input=public_key_line(ssh_keys["host"]), text=True,
+                          capture_output=True)
+    if line.returncode == 0:  # OpenSSH's own tool agrees, where it is installed
+        assert fingerprint(ssh_keys["host"]) in line.stdout
 
 
 def test_the_server_refuses_unknown_client_keys(sftp_server, sftp_settings, ssh_keys, tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import logging
 import posixpath
 import stat
@@ -83,6 +84,12 @@ def kind_of(mode: int) -> str:
         if test(mode):
             return kind
     return "special file"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """A host key's SHA256 fingerprint as OpenSSH prints it (``SHA256:<base64, no padding>``)."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 def _pinned_keys(text: str) -> list[paramiko.PKey]:
@@ -163,9 +170,11 @@ class SftpClient:
         except paramiko.BadHostKeyException as err:
             ssh.close()
             raise HostKeyError(
-                f"host key for {s.host}:{s.port} has CHANGED: got {err.key.get_name()} "
-                f"{err.key.get_base64()[:24]}..., pinned {pinned.get_base64()[:24]}...; refusing to connect "
-                "(if the supplier really rotated its key, update the pinned host_key in the connection)"
+                f"host key for {s.host}:{s.port} has CHANGED: the server offers {err.key.get_name()} "
+                f"{fingerprint(err.key)}, the pinned key is {pinned.get_name()} {fingerprint(pinned)}; refusing to "
+                "connect (compare these SHA256 fingerprints with the ones the supplier gave you, e.g. as "
+                "`ssh-keyscan <host> | ssh-keygen -lf -` prints them; if the supplier really rotated its key, "
+                "update the pinned host_key in the connection)"
             ) from None
         except paramiko.SSHException as err:
             if "not found in known_hosts" in str(err):
