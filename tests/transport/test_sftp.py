@@ -75,5 +75,8 @@ def test_dropped_connection_resumes_from_the_partial_file(sftp_server, sftp_sett
 
 
 def test_missing_remote_folder_is_a_clear_error(sftp_server, sftp_settings):
-    with SftpClient(sftp_settings) as c, pytest.raises(SftpError, match="does not exist"):
-        list(c.walk("/no/such/folder"))
+    _put(sftp_server, "IM1/sftp/AG/20261102/a.csv.gpg", b"a")
+    with SftpClient(sftp_settings) as c, pytest.raises(SftpError, match="does not exist") as err:
+        list(c.walk("/IM1/sftp/WRONG"))
+    # where to look instead: the login folder and what the nearest existing parent holds
+    assert "login folder is '/'" in str(err.value) and "'/IM1/sftp' holds: AG" in str(err.value)

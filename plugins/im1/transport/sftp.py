@@ -264,7 +264,7 @@ class SftpClient:
                     entries = sorted(self.sftp.listdir_attr(d), key=lambda a: a.filename)
             except FileNotFoundError:
                 if d == root:
-                    raise SftpError(f"remote folder {root!r} does not exist") from None
+                    raise SftpError(f"remote folder {root!r} does not exist{self._where_to_look(root)}") from None
                 continue
             subdirs = []
             for a in entries:
@@ -276,6 +276,26 @@ class SftpClient:
                 elif special:
                     yield RemoteFile(p, int(a.st_size or 0), int(a.st_mtime or 0), kind=kind_of(a.st_mode or 0))
             stack.extend(reversed(subdirs))
+
+    def _where_to_look(self, missing: str) -> str:
+        """Help for a wrong remote path: the login folder and what the nearest existing parent
+        holds (a path from the supplier's documentation may be relative to a chroot, or not)."""
+        try:
+            with self._answer_within("looking for the remote folder"):
+                home = self.sftp.normalize(".")
+                parent = posixpath.dirname(missing.rstrip("/")) or "/"
+                while parent not in ("", "/"):
+                    try:
+                        self.sftp.stat(parent)
+                        break
+                    except FileNotFoundError:
+                        parent = posixpath.dirname(parent)
+                names = sorted(self.sftp.listdir(parent or "/"))
+        except Exception:  # only a hint: the error itself stands
+            return ""
+        shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+        return (f" (the login folder is {home!r}; {parent or '/'!r} holds: {shown or 'nothing'}; set the feed's "
+                "transport path to the folder that holds the extract's files or batch folders)")
 
     def read_bytes(self, path: str, limit: int = 1 << 22) -> bytes:
         """A small remote file's content (e.g. a TPP SRManifest.csv); refuses files over ``limit`` bytes."""
