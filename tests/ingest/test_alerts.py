@@ -243,3 +243,18 @@ def test_a_value_failing_its_check_appears_in_no_error_event_alert_or_data_docs(
             clean(fh.read().decode("utf-8", "replace"), path)
     for path in [root, *(Path(d) / x for d, ds, fs in os.walk(root) for x in ds + fs)]:
         assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, (path, oct(os.stat(path).st_mode))
+
+
+def test_a_database_error_in_an_alert_quotes_no_value(db):
+    # PostgreSQL quotes the value it refused ("invalid input syntax for type date: "<value>""): the
+    # alert keeps the kind of error and blanks the value (a real error from the real server)
+    import psycopg
+
+    from im1.airflow.callbacks import error_text
+
+    with pytest.raises(psycopg.errors.DataError) as err:
+        db.execute("select %s::date", ("Smith 31/02/1887",))
+    text = error_text(RuntimeError("load failed"))  # not a database error: as it is
+    assert text == "RuntimeError: load failed"
+    text = error_text(err.value)
+    assert "invalid input syntax for type date" in text and "Smith" not in text and "1887" not in text

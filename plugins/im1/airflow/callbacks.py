@@ -21,7 +21,6 @@ import html
 import json
 import logging
 import os
-import re
 import urllib.request
 from typing import Any
 
@@ -82,11 +81,13 @@ def error_text(exc) -> str:
     syntax ... '<value>'") quote row values, which may be patient data."""
     if not isinstance(exc, BaseException):
         return str(exc or "unknown error")
+    import psycopg
+
+    from im1.ingest.errors import database_error  # the ingest's own rule (imported late: not at DAG parse)
+
     for err in (exc, exc.__cause__, exc.__context__):
-        diag = getattr(err, "diag", None)
-        if diag is not None and getattr(diag, "message_primary", None):
-            primary = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", diag.message_primary)
-            return f"{type(exc).__name__}: {primary} (database error; row values withheld)"
+        if isinstance(err, psycopg.Error) and err.diag.message_primary:
+            return f"{type(exc).__name__}: {database_error(err)} (database error; row values withheld)"
     return f"{type(exc).__name__}: {exc}"
 
 
